@@ -1,0 +1,146 @@
+"""``thaw``: the command line. Run it through ``bin/thaw``, which sets up the environment.
+
+  thaw run                                  # the bundled demo, end to end
+  thaw run --data ~/images --output runs/1  # your images: one folder per class
+  thaw run --config thaw.yaml --json        # a configuration file; JSON summary
+  thaw demo --output build/demo             # make the demo data and backbone
+  thaw summary runs/1                       # what the latest run in runs/1 did
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+
+import pipeline  # noqa: F401  (chooses the one Keras first)
+from pipeline import config as config_lib
+
+log = logging.getLogger("thaw")
+
+
+def _quiet_logs(verbose: bool) -> None:
+    from absl import logging as absl_logging
+
+    """By default: our own progress lines, and errors from TFX and Beam."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.ERROR)
+    if not verbose:
+        logging.getLogger().setLevel(logging.ERROR)
+        for noisy in ("apache_beam", "tensorflow", "absl"):  # they set their own levels
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        for ours in ("thaw", "components", "pipeline"):
+            logging.getLogger(ours).setLevel(logging.INFO)
+
+
+def _print_summary(summary, as_json: bool) -> None:
+    for line in summary.lines():
+        print(line)
+    if as_json:
+        print(json.dumps(summary.to_dict()))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    overrides = {}
+    if args.data:
+        overrides["data.root"] = args.data
+    if args.output:
+        overrides["output_dir"] = args.output
+    config = config_lib.load(args.config, overrides)
+    from pipeline.runners import run_local
+
+    print(f"thaw: running pipeline '{config.pipeline_name}' on {config.data.root}; outputs in {config.output_dir}",
+          file=sys.stderr)
+    try:
+        summary = run_local(config)
+    except Exception as exc:  # a component failed: say which and keep what exists
+        if args.verbose:
+            traceback.print_exc()
+        print(f"thaw: the run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"thaw: everything produced so far is kept under {config.output_dir}; "
+              "rerun with --verbose for the full trace", file=sys.stderr)
+        return 1
+    _print_summary(summary, args.json)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import make_demo
+
+    manifest = make_demo(args.output, per_class=args.per_class, force=args.force)
+    counts = ", ".join(f"{k} {v}" for k, v in manifest["classes"].items())
+    print(f"demo data: {manifest['data']} ({counts})")
+    print(f"backbone: {manifest['backbone']} (pretrained on digits "
+          f"{manifest['pretrain_digits']}, held-out accuracy {manifest['pretrain_held_out_accuracy']:.3f})")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from pipeline.summary import summarize
+
+    config = config_lib.load(None, {"output_dir": args.run_dir})
+    _print_summary(summarize(config.metadata_path), args.json)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="thaw",
+        description="Retrain an image classifier by fine-tuning a pretrained backbone, "
+                    "and push it to TF Serving only when it is better.",
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--verbose", action="store_true", help="show TFX and Beam logs and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", help="run the whole pipeline locally (no arguments: the bundled demo)",
+        description="Run the whole pipeline on LocalDagRunner: ingest, validate, transform, train, "
+                    "evaluate against the last blessed model, push if blessed. Ends with a summary.",
+        epilog="example: thaw run --data ~/images --output runs/flowers")
+    run.add_argument("--data", metavar="DIR", help="folder with one subfolder of images per class "
+                                                   "(default: the bundled demo)")
+    run.add_argument("--output", metavar="DIR", help="where the run writes everything (default: ./thaw-output)")
+    run.add_argument("--config", metavar="FILE", help="YAML configuration (see thaw.example.yaml)")
+    run.add_argument("--json", action="store_true", help="also print the summary as one JSON line, last")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser(
+        "demo", help="make the bundled demo's images and pretrained backbone",
+        description="Make the demo from scikit-learn's handwritten digits: a backbone pretrained on "
+                    "digits 0-4, and PNG images of digits 5-9 in one folder per class.",
+        epilog="example: thaw demo --output build/demo --per-class 40")
+    demo.add_argument("--output", metavar="DIR", default=str(config_lib.DEMO_DIR),
+                      help="where to write data/ and backbone.keras (default: %(default)s)")
+    demo.add_argument("--per-class", type=int, metavar="N", help="at most N images per class (default: all)")
+    demo.add_argument("--force", action="store_true", help="remake it even when it is up to date")
+    demo.set_defaults(func=cmd_demo)
+
+    summary = sub.add_parser(
+        "summary", help="summarize the latest run in an output directory",
+        description="Print what the latest run in RUN_DIR did, read from its metadata store.",
+        epilog="example: thaw summary thaw-output --json")
+    summary.add_argument("run_dir", metavar="RUN_DIR", help="a run's output directory (thaw run --output)")
+    summary.add_argument("--json", action="store_true", help="also print the summary as one JSON line, last")
+    summary.set_defaults(func=cmd_summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_logs(args.verbose)
+    try:
+        return args.func(args)
+    except config_lib.ConfigError as exc:
+        print(f"thaw: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"thaw: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

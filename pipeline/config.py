@@ -1,0 +1,310 @@
+"""Thaw's one configuration object, loaded from YAML and validated field by field.
+
+Every knob of the pipeline lives here, typed, with a default that runs the
+bundled demo. A bad value is reported with its dotted path and the fix, e.g.
+``thaw.yaml: training.stages[1].learning_rate: must be > 0, got -0.1``, and all
+problems are reported at once rather than one per run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_DIR = REPO_ROOT / "build" / "demo"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message lists every bad field."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{source}: invalid configuration:\n{lines}")
+
+
+@dataclass
+class DataConfig:
+    """Where the images are and how they are split."""
+
+    # A directory of class-named subfolders of images.
+    root: str = str(DEMO_DIR / "data")
+    # Split name -> fraction of images; assigned by a hash of each image's
+    # content, so adding images never moves the ones already there.
+    splits: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "eval": 0.2})
+    # The curated data contract that ImportSchemaGen reads.
+    schema: str = str(REPO_ROOT / "schemas" / "image_classification" / "schema.pbtxt")
+
+    def check(self, problems: list[str], at: str) -> None:
+        if not self.splits:
+            problems.append(f"{at}.splits: needs at least 'train' and 'eval'")
+        for name in ("train", "eval"):
+            if name not in self.splits:
+                problems.append(f"{at}.splits: needs a '{name}' split, got {sorted(self.splits)}")
+        for name, fraction in self.splits.items():
+            if not 0 < fraction <= 1:
+                problems.append(f"{at}.splits.{name}: must be in (0, 1], got {fraction}")
+        total = sum(self.splits.values())
+        if self.splits and abs(total - 1) > 1e-6:
+            problems.append(f"{at}.splits: fractions must add up to 1, got {total:g}")
+
+
+@dataclass
+class BackboneConfig:
+    """The pretrained network whose features the new classifier reuses."""
+
+    # A saved Keras model: a .keras or .h5 file, or a SavedModel directory.
+    path: str = str(DEMO_DIR / "backbone.keras")
+    # The layer whose output is the feature map; the layers after it (the old
+    # classifier) are dropped. Empty: the last layer with a 4-D output.
+    cut_layer: str = ""
+    # Images are resized to this many pixels on each side before the backbone.
+    image_size: int = 32
+
+    def check(self, problems: list[str], at: str) -> None:
+        if not self.path:
+            problems.append(f"{at}.path: name a .keras/.h5 file or a SavedModel directory")
+        if not 8 <= self.image_size <= 1024:
+            problems.append(f"{at}.image_size: must be between 8 and 1024 pixels, got {self.image_size}")
+
+
+@dataclass
+class StageConfig:
+    """One stage of the unfreezing schedule."""
+
+    name: str = ""
+    epochs: int = 1
+    # How many of the backbone's layers train, counted from the top: 0 trains
+    # the head alone; -1 unfreezes the whole backbone.
+    unfreeze_top_layers: int = 0
+    learning_rate: float = 1e-3
+
+    def check(self, problems: list[str], at: str) -> None:
+        if self.epochs < 1:
+            problems.append(f"{at}.epochs: must be >= 1, got {self.epochs}")
+        if self.unfreeze_top_layers < -1:
+            problems.append(f"{at}.unfreeze_top_layers: use 0 (head only), N (top N layers) or -1 (all), got {self.unfreeze_top_layers}")
+        if not 0 < self.learning_rate < 1:
+            problems.append(f"{at}.learning_rate: must be in (0, 1), got {self.learning_rate}")
+
+
+def _default_stages() -> list[StageConfig]:
+    return [
+        StageConfig(name="head", epochs=6, unfreeze_top_layers=0, learning_rate=3e-3),
+        StageConfig(name="top", epochs=4, unfreeze_top_layers=4, learning_rate=3e-4),
+    ]
+
+
+@dataclass
+class TrainingConfig:
+    """The new head and the staged fine-tuning schedule."""
+
+    batch_size: int = 32
+    dropout: float = 0.2
+    seed: int = 42
+    stages: list[StageConfig] = field(default_factory=_default_stages)
+
+    def check(self, problems: list[str], at: str) -> None:
+        if self.batch_size < 1:
+            problems.append(f"{at}.batch_size: must be >= 1, got {self.batch_size}")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"{at}.dropout: must be in [0, 1), got {self.dropout}")
+        if not self.stages:
+            problems.append(f"{at}.stages: needs at least one stage (e.g. the head alone)")
+        names = [s.name for s in self.stages]
+        for i, stage in enumerate(self.stages):
+            if not stage.name:
+                problems.append(f"{at}.stages[{i}].name: give the stage a name, e.g. 'head'")
+            elif names.count(stage.name) > 1:
+                problems.append(f"{at}.stages[{i}].name: '{stage.name}' is used by more than one stage")
+            stage.check(problems, f"{at}.stages[{i}]")
+
+
+@dataclass
+class GateConfig:
+    """When a candidate model is good enough to push (the Evaluator's gate)."""
+
+    # Absolute floor: the candidate's accuracy on the eval split.
+    min_accuracy: float = 0.8
+    # Against the last blessed model: how much accuracy may drop (0: must not
+    # be worse). Ignored on the first run, when there is no baseline.
+    max_accuracy_drop: float = 0.0
+
+    def check(self, problems: list[str], at: str) -> None:
+        if not 0 <= self.min_accuracy <= 1:
+            problems.append(f"{at}.min_accuracy: must be in [0, 1], got {self.min_accuracy}")
+        if not 0 <= self.max_accuracy_drop <= 1:
+            problems.append(f"{at}.max_accuracy_drop: must be in [0, 1], got {self.max_accuracy_drop}")
+
+
+@dataclass
+class ThawConfig:
+    """The whole pipeline's configuration."""
+
+    pipeline_name: str = "thaw"
+    # Everything a run writes: artifacts, the metadata store, the serving dir.
+    output_dir: str = "thaw-output"
+    # Where TF Serving polls for versions; empty: <output_dir>/serving.
+    serving_dir: str = ""
+    # Apache Beam options for the Beam-based components (ingestion,
+    # statistics, Transform, Evaluator).
+    beam_pipeline_args: list[str] = field(
+        default_factory=lambda: ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]
+    )
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+
+    def check(self, problems: list[str], at: str) -> None:
+        if not self.pipeline_name.replace("-", "").replace("_", "").isalnum():
+            problems.append(f"{at}pipeline_name: use letters, digits, '-' and '_', got '{self.pipeline_name}'")
+        if not self.output_dir:
+            problems.append(f"{at}output_dir: name a directory for the run's outputs")
+
+    # Paths every runner agrees on, derived from output_dir.
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.join(self.output_dir, "pipeline")
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.output_dir, "metadata.sqlite")
+
+    @property
+    def serving_path(self) -> str:
+        return self.serving_dir or os.path.join(self.output_dir, "serving")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Fields holding paths: relative values are resolved against the directory of
+# the YAML file they come from, so a config works from any working directory.
+_PATH_FIELDS = {("output_dir",), ("serving_dir",), ("data", "root"), ("data", "schema"), ("backbone", "path")}
+
+
+def _convert(value: Any, hint: Any, at: str, problems: list[str]) -> Any:
+    """Converts a YAML value to the annotated type, recording a problem if it can't."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            problems.append(f"{at}: expected a mapping of fields, got {type(value).__name__}")
+            return hint()
+        return _build(hint, value, at, problems)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            problems.append(f"{at}: expected a list, got {type(value).__name__}")
+            return []
+        return [_convert(v, item, f"{at}[{i}]", problems) for i, v in enumerate(value)]
+    if origin is dict:
+        _, val_hint = typing.get_args(hint)
+        if not isinstance(value, dict):
+            problems.append(f"{at}: expected a mapping, got {type(value).__name__}")
+            return {}
+        return {str(k): _convert(v, val_hint, f"{at}.{k}", problems) for k, v in value.items()}
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    if hint is bool and isinstance(value, bool):
+        return value
+    problems.append(f"{at}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+    return None
+
+
+def _build(cls: type, data: dict[str, Any], at: str, problems: list[str]):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            where = f"{at}.{key}" if at else str(key)
+            problems.append(f"{where}: unknown field; known fields are {', '.join(sorted(known))}")
+    kwargs = {}
+    for name in known:
+        if name in data:
+            where = f"{at}.{name}" if at else name
+            kwargs[name] = _convert(data[name], hints[name], where, problems)
+    return cls(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def _validate(config: ThawConfig, source: str) -> ThawConfig:
+    problems: list[str] = []
+    config.check(problems, "")
+    for section in ("data", "backbone", "training", "gate"):
+        getattr(config, section).check(problems, section)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    for path in _PATH_FIELDS:
+        node = data
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(path[-1]), str) and node[path[-1]]:
+            value = os.path.expanduser(node[path[-1]])
+            if "://" not in value:
+                value = str((base / value).resolve())
+            node[path[-1]] = value
+
+
+def from_dict(data: dict[str, Any], source: str = "<config>", base_dir: Path | None = None) -> ThawConfig:
+    """Builds and validates a config from plain data (a parsed YAML document)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"the top level must be a mapping of fields, got {type(data).__name__}"])
+    if base_dir is not None:
+        _resolve_paths(data, base_dir)
+    problems: list[str] = []
+    config = _build(ThawConfig, data, "", problems)
+    if problems:
+        raise ConfigError(source, problems)
+    return _validate(config, source)
+
+
+def load(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> ThawConfig:
+    """Loads the YAML file at ``path`` (None: the defaults), then applies overrides.
+
+    Overrides are dotted keys, e.g. ``{"data.root": "/images"}``, as the CLI's
+    flags give them; their paths are resolved against the working directory.
+    """
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(source, [f"cannot read the file: {exc.strerror}"]) from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+        if not isinstance(data, dict):
+            raise ConfigError(source, [f"the top level must be a mapping of fields, got {type(data).__name__}"])
+        _resolve_paths(data, Path(path).resolve().parent)
+    for dotted, value in (overrides or {}).items():
+        keys = dotted.split(".")
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    _resolve_paths(data, Path.cwd())
+    config = from_dict(data, source)
+    if "://" not in config.output_dir:  # the default is relative to where thaw runs
+        config.output_dir = os.path.abspath(config.output_dir)
+    return config

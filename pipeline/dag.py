@@ -1,0 +1,139 @@
+"""The one place the DAG is wired: ``create_pipeline(config)``.
+
+Every runner (LocalDagRunner here, KubeflowV2DagRunner for Kubeflow) compiles
+this same function; nothing in it knows which runner it is under. User code is
+referenced by module path, never ``module_file``, so a Kubeflow compile needs
+no upload of source files and works offline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import tensorflow_data_validation as tfdv
+from tensorflow_model_analysis.proto import config_pb2
+from tfx import v1 as tfx
+from tfx.proto import transform_pb2
+
+from components.image_example_gen import ImageExampleGen
+from components.preprocessing import LABEL_ID_KEY, LABEL_KEY
+from pipeline.config import ThawConfig
+
+PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
+RUN_FN = "components.trainer.run_fn"
+
+
+def eval_config(config: ThawConfig) -> config_pb2.EvalConfig:
+    """The promotion gate: an accuracy floor, and no worse than the last blessed model.
+
+    The thresholds apply to the overall slice; the per-label slices are
+    computed for the report. With no baseline (the first run) TFMA checks the
+    floor alone.
+    """
+    accuracy_gate = config_pb2.MetricThreshold(
+        value_threshold=config_pb2.GenericValueThreshold(lower_bound={"value": config.gate.min_accuracy}),
+        change_threshold=config_pb2.GenericChangeThreshold(
+            direction=config_pb2.MetricDirection.HIGHER_IS_BETTER,
+            absolute={"value": -config.gate.max_accuracy_drop - 1e-10},
+        ),
+    )
+    overall = config_pb2.SlicingSpec()
+    return config_pb2.EvalConfig(
+        model_specs=[config_pb2.ModelSpec(
+            signature_name="serving_examples",
+            preprocessing_function_names=["transform_features"],
+            label_key=LABEL_ID_KEY,
+            prediction_key="probabilities",
+        )],
+        slicing_specs=[overall, config_pb2.SlicingSpec(feature_keys=[LABEL_KEY])],
+        metrics_specs=[config_pb2.MetricsSpec(metrics=[
+            config_pb2.MetricConfig(class_name="ExampleCount"),
+            config_pb2.MetricConfig(
+                class_name="SparseCategoricalAccuracy",
+                per_slice_thresholds=[config_pb2.PerSliceMetricThreshold(
+                    slicing_specs=[overall], threshold=accuracy_gate)],
+            ),
+        ])],
+    )
+
+
+def create_pipeline(config: ThawConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
+    """Images in, a blessed model pushed to TF Serving's directory out."""
+    # Ingestion: class-named image folders -> tf.Examples; bad files quarantined.
+    example_gen = ImageExampleGen(
+        data_root=config.data.root,
+        splits_json=json.dumps(config.data.splits),
+    )
+
+    # Statistics over every feature, with semantic image statistics on.
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"],
+        stats_options=tfdv.StatsOptions(enable_semantic_domain_stats=True),
+    )
+
+    # The curated data contract from schemas/.
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=config.data.schema)
+
+    # Anomalies: the data against the contract.
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema_gen.outputs["schema"],
+    )
+
+    # The label vocabulary; images stay encoded bytes.
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        splits_config=transform_pb2.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
+    )
+
+    # Pretrained backbone + new head, trained in stages.
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config={
+            "backbone": dataclasses.asdict(config.backbone),
+            "training": dataclasses.asdict(config.training),
+        },
+    )
+
+    # The baseline: the latest model the gate blessed.
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+
+    # The gate: floors, and the change against the baseline -> ModelBlessing.
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        example_splits=["eval"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        eval_config=eval_config(config),
+    )
+
+    # Ships a blessed model to the directory TF Serving polls.
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_path)
+        ),
+    )
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
+                    trainer, model_resolver, evaluator, pusher],
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(config.beam_pipeline_args),
+        enable_cache=False,
+    )

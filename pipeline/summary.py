@@ -1,0 +1,195 @@
+"""What a run did, read back from its metadata store and artifacts.
+
+The summary answers the first questions after a run: how much data went in,
+how the model scored, whether it was blessed (and if not, which threshold it
+missed), and where the pushed model is. It reads only what the run recorded,
+so it works the same for a run that just ended and one from last week.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from components.image_example_gen import REPORT_FILE
+
+_OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+
+
+@dataclasses.dataclass
+class RunSummary:
+    run_id: str = ""
+    classes: list[str] = dataclasses.field(default_factory=list)
+    ingested: int = 0
+    splits: dict[str, int] = dataclasses.field(default_factory=dict)
+    quarantined: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    stages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    baseline_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    blessed: bool | None = None
+    verdict: list[str] = dataclasses.field(default_factory=list)
+    pushed: bool = False
+    pushed_to: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def lines(self) -> list[str]:
+        """The terminal summary."""
+        out = [f"run {self.run_id}"]
+        splits = ", ".join(f"{n} {c}" for n, c in self.splits.items())
+        out.append(f"data: {self.ingested} images in {len(self.classes)} classes ({splits}); "
+                   f"{len(self.quarantined)} quarantined")
+        for q in self.quarantined[:20]:
+            out.append(f"  quarantined {q['path']}: {q['reason']}")
+        if len(self.quarantined) > 20:
+            out.append(f"  ... and {len(self.quarantined) - 20} more in the ingestion report")
+        for s in self.stages:
+            out.append(f"stage {s['name']}: {s['epochs_run']} epochs, {s['trainable_params']} trainable "
+                       f"parameters, learning rate {s['learning_rate']:g}, best val_accuracy "
+                       f"{s['best_val_accuracy']:.4f}")
+        if self.metrics:
+            shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in self.metrics.items())
+            out.append(f"evaluation: {shown}")
+        if self.baseline_metrics:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in self.baseline_metrics.items())
+            out.append(f"baseline (last blessed model): {shown}")
+        if self.blessed is None:
+            out.append("gate: the run stopped before the model was evaluated")
+        elif self.blessed:
+            out.append("gate: BLESSED")
+        else:
+            out.append("gate: not blessed: " + "; ".join(self.verdict or ["see the Evaluator's output"]))
+        if self.pushed:
+            out.append(f"pushed: {self.pushed_to}")
+        elif self.blessed is not None:
+            out.append("pushed: nothing; the serving directory is unchanged")
+        return out
+
+
+def _latest_run_context(store: metadata_store.MetadataStore) -> metadata_store_pb2.Context | None:
+    runs = store.get_contexts_by_type("pipeline_run")
+    return max(runs, key=lambda c: (c.create_time_since_epoch, c.id)) if runs else None
+
+
+def _outputs_by_type(store, run: metadata_store_pb2.Context) -> dict[str, list]:
+    """The artifacts this run's executions wrote, grouped by artifact type name."""
+    executions = store.get_executions_by_context(run.id)
+    events = store.get_events_by_execution_ids([e.id for e in executions])
+    ids = sorted({e.artifact_id for e in events if e.type in _OUTPUT_EVENTS})
+    artifacts = store.get_artifacts_by_id(ids)
+    types = {t.id: t.name for t in store.get_artifact_types_by_id(list({a.type_id for a in artifacts}))}
+    grouped: dict[str, list] = {}
+    for artifact in artifacts:
+        if artifact.state == metadata_store_pb2.Artifact.LIVE:
+            grouped.setdefault(types[artifact.type_id], []).append(artifact)
+    return grouped
+
+
+def _metric_values(evaluation_uri: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Overall-slice metrics of the candidate and, if there was one, the baseline."""
+    candidate: dict[str, float] = {}
+    baseline: dict[str, float] = {}
+    for metrics in tfma.load_metrics(evaluation_uri):
+        if metrics.slice_key.single_slice_keys:
+            continue
+        for kv in metrics.metric_keys_and_values:
+            if kv.key.is_diff:
+                continue
+            value = kv.value.double_value.value if kv.value.HasField("double_value") else None
+            if value is None:
+                continue
+            name = "accuracy" if kv.key.name == "sparse_categorical_accuracy" else kv.key.name
+            target = baseline if kv.key.model_name == "baseline" else candidate
+            target[name] = int(value) if name == "example_count" else float(value)
+    return candidate, baseline
+
+
+def _describe_threshold(threshold) -> str:
+    """A threshold proto in words, e.g. 'at least 0.8' or 'a change of at least -0.01'."""
+    parts = []
+    if threshold.HasField("value_threshold"):
+        v = threshold.value_threshold
+        if v.HasField("lower_bound"):
+            parts.append(f"at least {v.lower_bound.value:g}")
+        if v.HasField("upper_bound"):
+            parts.append(f"at most {v.upper_bound.value:g}")
+    if threshold.HasField("change_threshold"):
+        c = threshold.change_threshold
+        if c.HasField("absolute"):
+            parts.append(f"a change of at least {c.absolute.value:.4g}")
+        if c.HasField("relative"):
+            parts.append(f"a relative change of at least {c.relative.value:.4g}")
+    return " and ".join(parts) or str(threshold).replace("\n", " ")
+
+
+def _slice_name(slice_key) -> str:
+    keys = slice_key.single_slice_keys
+    if not keys:
+        return "overall"
+    return ", ".join(f"{k.column}={k.bytes_value.decode() if k.bytes_value else k.int64_value}" for k in keys)
+
+
+def _verdict(evaluation_uri: str) -> list[str]:
+    """Each failed threshold: which metric and slice, the candidate's value, the threshold."""
+    result = tfma.load_validation_result(evaluation_uri)
+    lines = []
+    for per_slice in result.metric_validations_per_slice:
+        for failure in per_slice.failures:
+            name = failure.metric_key.name
+            if failure.metric_key.is_diff:
+                name += " change against the last blessed model"
+            lines.append(f"{name} ({_slice_name(per_slice.slice_key)}) is "
+                         f"{failure.metric_value.double_value.value:.4f}; the gate needs "
+                         f"{_describe_threshold(failure.metric_threshold)}")
+    if not lines and result.missing_thresholds:
+        lines.append("thresholds were configured but their metrics are missing from the evaluation")
+    return lines
+
+
+def summarize(metadata_path: str) -> RunSummary:
+    """Reads the latest run in the metadata store at ``metadata_path``."""
+    if not os.path.exists(metadata_path):
+        raise FileNotFoundError(f"no metadata store at {metadata_path}: is this a Thaw run's output directory?")
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    store = metadata_store.MetadataStore(config)
+    run = _latest_run_context(store)
+    summary = RunSummary()
+    if run is None:
+        return summary
+    summary.run_id = run.name
+    outputs = _outputs_by_type(store, run)
+
+    for report in outputs.get("ThawIngestionReport", []):
+        path = os.path.join(report.uri, REPORT_FILE)
+        if tf.io.gfile.exists(path):
+            with tf.io.gfile.GFile(path) as f:
+                data = json.load(f)
+            summary.classes = data["classes"]
+            summary.ingested = data["ingested"]
+            summary.splits = data["splits"]
+            summary.quarantined = data["quarantined"]
+    for model_run in outputs.get("ModelRun", []):
+        path = os.path.join(model_run.uri, "stages.json")
+        if tf.io.gfile.exists(path):
+            with tf.io.gfile.GFile(path) as f:
+                summary.stages = [{k: v for k, v in s.items() if k != "history"} for s in json.load(f)]
+    for evaluation in outputs.get("ModelEvaluation", []):
+        summary.metrics, summary.baseline_metrics = _metric_values(evaluation.uri)
+        summary.verdict = _verdict(evaluation.uri)
+    for blessing in outputs.get("ModelBlessing", []):
+        summary.blessed = bool(blessing.custom_properties["blessed"].int_value)
+    for pushed in outputs.get("PushedModel", []):
+        summary.pushed = bool(pushed.custom_properties["pushed"].int_value)
+        if summary.pushed:
+            summary.pushed_to = pushed.custom_properties["pushed_destination"].string_value
+    return summary
