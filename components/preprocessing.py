@@ -23,10 +23,11 @@ def _dense(tensor: tf.Tensor) -> tf.Tensor:
 
 
 def preprocessing_fn(inputs):
-    """Class names in a vocabulary file (exported with the model), ids per example.
+    """Class names in a vocabulary file, and each example's class id.
 
-    The vocabulary is sorted by name rather than frequency, so class ids stay
-    put when class counts change between runs.
+    Ids follow TF Transform's vocabulary order (by frequency), which can change
+    between runs; the model exports its own class names with it, so callers
+    and the gate compare names, never bare ids across models.
     """
     label = _dense(inputs[LABEL_KEY])
     return {

@@ -49,7 +49,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.output:
         overrides["output_dir"] = args.output
     config = config_lib.load(args.config, overrides)
-    from pipeline.runners import run_local
+    from pipeline.runners import check_inputs, run_local
+
+    check_inputs(config)
 
     print(f"thaw: running pipeline '{config.pipeline_name}' on {config.data.root}; outputs in {config.output_dir}",
           file=sys.stderr)

@@ -11,12 +11,24 @@ from pipeline.dag import create_pipeline
 from pipeline.summary import RunSummary, summarize
 
 
-def ensure_demo(config: ThawConfig) -> None:
-    """Makes the bundled demo when the configuration points at it and it is missing."""
+def check_inputs(config: ThawConfig) -> None:
+    """Fails fast, before any component runs, on inputs a run cannot use.
+
+    Makes the bundled demo first when the configuration points at it and it
+    is missing.
+    """
     wants_demo = any(p.startswith(str(DEMO_DIR)) for p in (config.data.root, config.backbone.path))
     if wants_demo and not (os.path.isdir(config.data.root) and os.path.exists(config.backbone.path)):
         from pipeline.demo import make_demo
         make_demo(DEMO_DIR)
+    root = config.data.root
+    if "://" not in root and not os.path.isdir(root):
+        raise FileNotFoundError(
+            f"data root {root} is not a directory: point --data (or data.root) at a folder "
+            "with one subfolder of images per class")
+    if "://" not in config.data.schema and not os.path.isfile(config.data.schema):
+        raise FileNotFoundError(f"schema {config.data.schema} does not exist: point data.schema at a "
+                                "schema.pbtxt (the default is in schemas/)")
 
 
 def run_local(config: ThawConfig) -> RunSummary:
@@ -26,7 +38,7 @@ def run_local(config: ThawConfig) -> RunSummary:
     (pipeline/), the metadata store (metadata.sqlite) and, unless configured
     elsewhere, the serving directory (serving/).
     """
-    ensure_demo(config)
+    check_inputs(config)
     os.makedirs(config.output_dir, exist_ok=True)
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
     tfx.orchestration.LocalDagRunner().run(create_pipeline(config, connection))

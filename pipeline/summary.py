@@ -56,11 +56,9 @@ class RunSummary:
                        f"parameters, learning rate {s['learning_rate']:g}, best val_accuracy "
                        f"{s['best_val_accuracy']:.4f}")
         if self.metrics:
-            shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in self.metrics.items())
-            out.append(f"evaluation: {shown}")
+            out.append(f"evaluation: {_format_metrics(self.metrics)}")
         if self.baseline_metrics:
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in self.baseline_metrics.items())
-            out.append(f"baseline (last blessed model): {shown}")
+            out.append(f"baseline (last blessed model): {_format_metrics(self.baseline_metrics)}")
         if self.blessed is None:
             out.append("gate: the run stopped before the model was evaluated")
         elif self.blessed:
@@ -72,6 +70,10 @@ class RunSummary:
         elif self.blessed is not None:
             out.append("pushed: nothing; the serving directory is unchanged")
         return out
+
+
+def _format_metrics(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
 
 
 def _latest_run_context(store: metadata_store.MetadataStore) -> metadata_store_pb2.Context | None:

@@ -11,5 +11,6 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 "$venv/bin/python" -m pip install -q --upgrade pip
 # The lock is a constraints file: every package resolves to its pinned version,
 # so the resolver has nothing to search and the install is reproducible.
-"$venv/bin/python" -m pip install -q -r "$root/requirements.in" -c "$root/requirements.lock"
+"$venv/bin/python" -m pip install -q -r "$root/requirements.in" -r "$root/requirements-dev.in" \
+    -c "$root/requirements.lock"
 "$venv/bin/python" -m pip check

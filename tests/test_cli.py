@@ -1,0 +1,63 @@
+"""The command line and its launcher: help, errors that name the fix."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline import cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["demo", "--help"], ["summary", "--help"]])
+def test_every_command_explains_itself(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: thaw" in out
+    if argv != ["--help"]:
+        assert "example: thaw " in out
+
+
+def test_run_on_a_missing_folder_says_what_to_do(workdir, capsys):
+    assert cli.main(["run", "--data", "no-such-dir"]) == 2
+    err = capsys.readouterr().err
+    assert f"data root {workdir / 'no-such-dir'} is not a directory" in err
+    assert "one subfolder of images per class" in err
+
+
+def test_a_bad_config_exits_2_naming_the_field(workdir, capsys):
+    (workdir / "thaw.yaml").write_text("gate: {min_accuracy: 2}\n")
+    assert cli.main(["run", "--config", "thaw.yaml"]) == 2
+    assert "gate.min_accuracy: must be in [0, 1], got 2.0" in capsys.readouterr().err
+
+
+def test_summary_of_a_directory_without_a_run(workdir, capsys):
+    assert cli.main(["summary", str(workdir)]) == 2
+    assert "no metadata store" in capsys.readouterr().err
+
+
+def launcher(*args, **env):
+    return subprocess.run([str(REPO / "bin" / "thaw-env"), *args], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=60)
+
+
+def test_launcher_rejects_an_unknown_mode_in_one_line():
+    result = launcher("--path", THAW_ENV_MODE="docker")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "thaw: THAW_ENV_MODE must be 'venv' or 'rootfs', not 'docker'"
+
+
+def test_launcher_without_a_usable_python_says_what_is_needed(tmp_path):
+    result = launcher("--build", THAW_ENV_MODE="venv", THAW_PYTHON="/bin/false", THAW_CACHE_DIR=str(tmp_path))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 2  # "building ..." then the one-line reason
+    assert "needs Python 3.11-3.13 with the venv module" in result.stderr
+
+
+def test_launcher_keys_the_environment_by_the_lock(tmp_path):
+    path = launcher("--path", THAW_ENV_MODE="venv", THAW_CACHE_DIR=str(tmp_path)).stdout.strip()
+    assert path.startswith(str(tmp_path / "venv-")) and len(Path(path).name) == len("venv-") + 16

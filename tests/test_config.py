@@ -1,0 +1,128 @@
+"""The configuration: defaults run, YAML loads, every bad field is named."""
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pipeline import config as config_lib
+from pipeline.config import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_defaults_are_valid_and_point_at_the_demo(workdir):
+    config = config_lib.load()
+    assert config.data.root.endswith("build/demo/data")
+    assert config.backbone.path.endswith("build/demo/backbone.keras")
+    assert [s.name for s in config.training.stages] == ["head", "top"]
+    assert config.training.stages[0].unfreeze_top_layers == 0
+    assert config.training.stages[1].learning_rate < config.training.stages[0].learning_rate
+    assert config.output_dir == str(workdir / "thaw-output")
+    assert config.metadata_path == str(workdir / "thaw-output" / "metadata.sqlite")
+    assert config.serving_path == str(workdir / "thaw-output" / "serving")
+
+
+def test_relative_paths_resolve_against_the_yaml_file(workdir):
+    conf_dir = workdir / "conf"
+    conf_dir.mkdir()
+    path = write(conf_dir / "thaw.yaml", """
+        output_dir: out
+        data: {root: images}
+        backbone: {path: models/backbone.keras, image_size: 64}
+    """)
+    config = config_lib.load(path)
+    assert config.output_dir == str(conf_dir / "out")
+    assert config.data.root == str(conf_dir / "images")
+    assert config.backbone.path == str(conf_dir / "models" / "backbone.keras")
+    assert config.backbone.image_size == 64
+
+
+def test_overrides_resolve_against_the_working_directory(workdir):
+    config = config_lib.load(None, {"data.root": "pics", "output_dir": "runs/1"})
+    assert config.data.root == str(workdir / "pics")
+    assert config.output_dir == str(workdir / "runs" / "1")
+
+
+def test_remote_paths_are_left_alone(workdir):
+    config = config_lib.load(None, {"data.root": "gs://bucket/images"})
+    assert config.data.root == "gs://bucket/images"
+
+
+def test_stages_load_from_yaml(workdir):
+    path = write(workdir / "thaw.yaml", """
+        training:
+          batch_size: 8
+          stages:
+            - {name: head, epochs: 2, unfreeze_top_layers: 0, learning_rate: 0.01}
+            - {name: all, epochs: 1, unfreeze_top_layers: -1, learning_rate: 1.0e-5}
+    """)
+    config = config_lib.load(path)
+    assert [(s.name, s.epochs, s.unfreeze_top_layers) for s in config.training.stages] == [
+        ("head", 2, 0), ("all", 1, -1)]
+    assert config.training.stages[1].learning_rate == pytest.approx(1e-5)
+
+
+def test_every_bad_field_is_named_at_once(workdir):
+    path = write(workdir / "bad.yaml", """
+        data: {splits: {train: 0.9, eval: 0.2}}
+        training:
+          batch_size: 0
+          stages:
+            - {name: head, epochs: 1, learning_rate: 0.01}
+            - {name: top, epochs: 0, learning_rate: -0.1}
+        gate: {min_accuracy: 1.5}
+    """)
+    with pytest.raises(ConfigError) as err:
+        config_lib.load(path)
+    message = str(err.value)
+    assert str(path) in message
+    for field in ("data.splits: fractions must add up to 1", "training.batch_size",
+                  "training.stages[1].epochs", "training.stages[1].learning_rate", "gate.min_accuracy"):
+        assert field in message, field
+    assert len(err.value.problems) == 5
+
+
+def test_unknown_fields_and_wrong_types_are_named(workdir):
+    path = write(workdir / "bad.yaml", """
+        trainig: {}
+        backbone: {image_size: big}
+        training: {stages: {name: head}}
+    """)
+    with pytest.raises(ConfigError) as err:
+        config_lib.load(path)
+    message = str(err.value)
+    assert "trainig: unknown field" in message
+    assert "backbone.image_size: expected int, got 'big'" in message
+    assert "training.stages: expected a list" in message
+
+
+def test_duplicate_stage_names_and_missing_splits(workdir):
+    with pytest.raises(ConfigError) as err:
+        config_lib.load(None, {
+            "data.splits": {"train": 1.0},
+            "training.stages": [{"name": "a"}, {"name": "a"}],
+        })
+    message = str(err.value)
+    assert "data.splits: needs a 'eval' split" in message
+    assert "training.stages[1].name: 'a' is used by more than one stage" in message
+
+
+def test_unreadable_and_non_mapping_files(workdir):
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        config_lib.load(workdir / "missing.yaml")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        config_lib.load(write(workdir / "list.yaml", "- 1\n- 2\n"))
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config_lib.load(write(workdir / "broken.yaml", "a: [1,\n"))
+
+
+def test_the_example_configuration_is_valid(workdir):
+    config = config_lib.load(REPO / "thaw.example.yaml")
+    assert config.pipeline_name == "thaw"
+    assert config.training.stages
