@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import os
-from typing import Iterable, Optional
+from typing import Iterable
 
 import apache_beam as beam
 import tensorflow as tf
@@ -199,22 +199,20 @@ def check_usable(report: dict, split_names: list[str]) -> None:
                 "add images or change data.splits")
 
 
-@tfx.dsl.components.component(use_beam=True)
-def ImageExampleGen(
-    examples: tfx.dsl.components.OutputArtifact[standard_artifacts.Examples],
-    report: tfx.dsl.components.OutputArtifact[IngestionReport],
-    data_root: tfx.dsl.components.Parameter[str],
-    splits_json: tfx.dsl.components.Parameter[str],
-    max_pixels: tfx.dsl.components.Parameter[int] = 50_000_000,
-    beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
-) -> None:
-    """Ingests a folder of class-named subfolders into gzipped TFRecords of tf.Examples."""
-    splits = list(json.loads(splits_json).items())
+def ingest(pipeline: beam.Pipeline, data_root: str, splits: list, examples_dir: str,
+           report_dir: str, max_pixels: int) -> dict:
+    """Runs ingestion on ``pipeline`` and returns the report it wrote.
+
+    Writes gzipped TFRecords under ``examples_dir/Split-<name>/`` and the
+    report (counts, and every quarantined path with its reason) to
+    ``report_dir``. The report is written before the data is judged usable,
+    so a run that stops here still says why.
+    """
     split_names = [name for name, _ in splits]
     files, listing_quarantine = list_images(data_root)
-    outcome_dir = os.path.join(report.uri, "outcomes")
+    outcome_dir = os.path.join(report_dir, "outcomes")
 
-    with beam_pipeline as p:
+    with pipeline as p:
         inspected = (
             p
             | "ListFiles" >> beam.Create(files)
@@ -238,7 +236,7 @@ def ImageExampleGen(
                 part
                 | f"Serialize[{name}]" >> beam.Map(to_example)
                 | f"Write[{name}]" >> beam.io.WriteToTFRecord(
-                    os.path.join(examples.uri, _SPLIT_PREFIX + name, "data_tfrecord"),
+                    os.path.join(examples_dir, _SPLIT_PREFIX + name, "data_tfrecord"),
                     file_name_suffix=".gz",
                     compression_type=beam.io.filesystem.CompressionTypes.GZIP,
                 )
@@ -255,12 +253,28 @@ def ImageExampleGen(
     for path in tf.io.gfile.glob(os.path.join(outcome_dir, "part*.jsonl")):
         with tf.io.gfile.GFile(path) as f:
             lines.extend(json.loads(line) for line in f if line.strip())
-    summary = build_report(lines, listing_quarantine)
-    summary["data_root"] = data_root
-    summary["files_seen"] = len(files)
-    with tf.io.gfile.GFile(os.path.join(report.uri, REPORT_FILE), "w") as f:
-        json.dump(summary, f, indent=2)
+    report = build_report(lines, listing_quarantine)
+    report["data_root"] = data_root
+    report["files_seen"] = len(files)
+    with tf.io.gfile.GFile(os.path.join(report_dir, REPORT_FILE), "w") as f:
+        json.dump(report, f, indent=2)
+    return report
 
+
+@tfx.dsl.components.component(use_beam=True)
+def ImageExampleGen(
+    examples: tfx.dsl.components.OutputArtifact[standard_artifacts.Examples],
+    report: tfx.dsl.components.OutputArtifact[IngestionReport],
+    data_root: tfx.dsl.components.Parameter[str],
+    splits_json: tfx.dsl.components.Parameter[str],
+    max_pixels: tfx.dsl.components.Parameter[int] = 50_000_000,
+    beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
+) -> None:
+    """Ingests a folder of class-named subfolders into gzipped TFRecords of tf.Examples."""
+    splits = list(json.loads(splits_json).items())
+    summary = ingest(beam_pipeline, data_root, splits, examples.uri, report.uri, max_pixels)
+
+    split_names = [name for name, _ in splits]
     examples.split_names = artifact_utils.encode_split_names(split_names)
     examples_utils.set_payload_format(examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
     for name, count in summary["splits"].items():
@@ -268,5 +282,4 @@ def ImageExampleGen(
     report.set_int_custom_property("ingested", summary["ingested"])
     report.set_int_custom_property("quarantined", len(summary["quarantined"]))
     report.set_string_custom_property("classes", json.dumps(summary["classes"]))
-    # The report is written first, so a run that stops here still says why.
     check_usable(summary, split_names)
