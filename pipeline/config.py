@@ -98,8 +98,9 @@ class StageConfig:
 
 def _default_stages() -> list[StageConfig]:
     return [
-        StageConfig(name="head", epochs=6, unfreeze_top_layers=0, learning_rate=3e-3),
-        StageConfig(name="top", epochs=4, unfreeze_top_layers=4, learning_rate=3e-4),
+        StageConfig(name="head", epochs=10, unfreeze_top_layers=0, learning_rate=3e-3),
+        # The demo backbone's last block: two conv/BatchNorm/ReLU triples and the pool below them.
+        StageConfig(name="top", epochs=10, unfreeze_top_layers=7, learning_rate=3e-4),
     ]
 
 
@@ -133,7 +134,7 @@ class GateConfig:
     """When a candidate model is good enough to push (the Evaluator's gate)."""
 
     # Absolute floor: the candidate's accuracy on the eval split.
-    min_accuracy: float = 0.8
+    min_accuracy: float = 0.9
     # Against the last blessed model: how much accuracy may drop (0: must not
     # be worse). Ignored on the first run, when there is no baseline.
     max_accuracy_drop: float = 0.0
