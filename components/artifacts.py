@@ -1,4 +1,4 @@
-"""Artifact types of Thaw's own components."""
+"""Artifact types of Thaw's own components, and files that pass between components."""
 
 from tfx.types.artifact import Artifact
 
@@ -8,3 +8,17 @@ class IngestionReport(Artifact):
     quarantined path with its reason (ingestion_report.json)."""
 
     TYPE_NAME = "ThawIngestionReport"
+
+
+class DataVerdict(Artifact):
+    """DataGate's decision on a run's data (verdict.json): the problems that stop
+    the run, the warnings, and the numbers behind them. Custom property
+    ``passed`` is 1 when training may go ahead."""
+
+    TYPE_NAME = "ThawDataVerdict"
+
+
+# Written by the trainer into the SavedModel's assets.extra/ (TF Serving ignores
+# it): the training split's count per class, so a later run's DataGate can
+# measure drift against the data the served model learned from.
+LABEL_COUNTS_FILE = "thaw_label_counts.json"

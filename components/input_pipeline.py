@@ -33,3 +33,16 @@ def make_dataset(file_patterns: list[str], image_size: int, batch_size: int, *,
         ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def count_labels(file_patterns: list[str], class_names: list[str]) -> dict[str, int]:
+    """Examples per class, reading only the label ids (no image is decoded)."""
+    files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
+    spec = {LABEL_ID_KEY: tf.io.FixedLenFeature([], tf.int64)}
+    ds = (tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024)
+          .map(lambda batch: tf.io.parse_example(batch, spec)[LABEL_ID_KEY]))
+    counts = [0] * len(class_names)
+    for ids in ds.as_numpy_iterator():
+        for i in ids:
+            counts[int(i)] += 1
+    return dict(zip(class_names, counts))

@@ -7,6 +7,7 @@ pretrained backbone, runs the unfreezing schedule and exports the SavedModel.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -18,7 +19,8 @@ import tf_keras
 
 from components.backbone import load_backbone
 from components.export import export_model
-from components.input_pipeline import make_dataset
+from components.artifacts import LABEL_COUNTS_FILE
+from components.input_pipeline import count_labels, make_dataset
 from components.model import build_classifier
 from components.preprocessing import LABEL_VOCABULARY
 from components.schedule import run_schedule, stages_from_config, write_results
@@ -60,3 +62,9 @@ def run_fn(fn_args) -> None:
                            train_ds, eval_ds, log_dir=fn_args.model_run_dir)
     write_results(results, os.path.join(fn_args.model_run_dir, STAGE_RESULTS_FILE))
     export_model(model, tf_transform_output, class_names, image_size, fn_args.serving_model_dir)
+    # The training data's class counts travel with the model (TF Serving ignores
+    # this file), so the next run's DataGate can measure drift against them.
+    extra = os.path.join(fn_args.serving_model_dir, "assets.extra")
+    tf.io.gfile.makedirs(extra)
+    with tf.io.gfile.GFile(os.path.join(extra, LABEL_COUNTS_FILE), "w") as f:
+        json.dump(count_labels(fn_args.train_files, class_names), f, indent=2)

@@ -1,114 +1,296 @@
-"""ImageExampleGen's per-file decisions: every file is ingested or quarantined with a reason."""
+"""ImageExampleGen: every file is ingested or quarantined with a reason.
 
+The fixture set holds every bad kind and every awkward good kind; the real Beam
+pipeline runs over it and each file's fate is asserted.
+"""
+
+import gzip
 import hashlib
 import io
 import json
+import shutil
+import struct
+import zlib
+from pathlib import Path
 
+import apache_beam as beam
+import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from components import image_example_gen as ieg
-from tests.conftest import png_bytes
+from components import image_ops, image_records
+
+SPLITS = [("train", 0.5), ("eval", 0.5)]
 
 
-def jpeg_bytes(mode="RGB", size=(20, 10)) -> bytes:
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
     buffer = io.BytesIO()
-    Image.new(mode, size).save(buffer, format="JPEG")
+    image.save(buffer, format=fmt, **kwargs)
     return buffer.getvalue()
 
 
-@pytest.fixture
-def data_root(tmp_path):
-    (tmp_path / "cat").mkdir()
-    (tmp_path / "dog" / "nested").mkdir(parents=True)
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "cat" / "a.png").write_bytes(png_bytes())
-    (tmp_path / "cat" / "ÉTÉ.PNG").write_bytes(png_bytes(color=30))
-    (tmp_path / "dog" / "nested" / "b.jpg").write_bytes(jpeg_bytes())
-    (tmp_path / "stray.png").write_bytes(png_bytes())
-    return tmp_path
+def noise(mode: str, size=(24, 16), seed=0) -> Image.Image:
+    """A distinct image per seed, so no two fixtures are duplicates by accident."""
+    rng = np.random.default_rng(seed)
+    channels = {"L": 1, "RGB": 3, "RGBA": 4, "CMYK": 4}[mode]
+    pixels = rng.integers(0, 255, (size[1], size[0], channels), dtype=np.uint8)
+    return Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode)
 
 
-def test_list_images_labels_by_top_folder_and_reports_strays(data_root):
-    files, quarantined = ieg.list_images(str(data_root))
-    assert sorted(files) == [("cat/a.png", "cat"), ("cat/ÉTÉ.PNG", "cat"), ("dog/nested/b.jpg", "dog")]
-    reasons = {q["path"]: q["reason"] for q in quarantined}
-    assert reasons["empty/"].startswith("empty class folder")
-    assert reasons["stray.png"].startswith("not in a class folder")
+def bomb_png(width: int, height: int) -> bytes:
+    """A small PNG whose header claims width x height: a decompression bomb's calling card."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
 
 
-def test_list_images_names_a_missing_root(tmp_path):
-    with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope")):
+def sixteen_bit_png() -> bytes:
+    pixels = (np.arange(24 * 16, dtype=np.uint16).reshape(16, 24) * 170)
+    return encode(Image.fromarray(pixels, "I;16"), "PNG")
+
+
+# path -> None (ingested) or the start of the quarantine reason.
+FATES = {
+    "cat/gray.png": None,
+    "cat/rgb.jpg": None,
+    "cat/UPPER.JPG": None,
+    "cat/alpha.png": None,
+    "cat/palette.png": None,
+    "cat/été/ünïcode.png": None,
+    "cat/a/b/c/deep.gif": None,
+    "cat/bitmap.bmp": None,
+    "dog/cmyk.jpg": None,
+    "dog/sixteen.png": None,
+    "dog/rgb.png": None,
+    "dog/z-copy-of-rgb.png": "duplicate of dog/rgb.png",
+    "cat/clash.png": "label conflict",
+    "dog/clash.png": "label conflict",
+    "dog/empty.png": "empty file",
+    "dog/notes.jpg": "not an image",
+    "dog/truncated.png": "truncated or undecodable",
+    "dog/huge.png": "too large: 300x300",
+    "dog/bomb.png": "too large: 60000x60000",
+    "dog/tiny.png": "too small: 4x4",
+    "dog/scan.tif": "unsupported format TIFF",
+    "stray.png": "not in a class folder",
+    "empty-class/": "empty class folder",
+}
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("messy")
+    contents = {
+        "cat/gray.png": encode(noise("L", seed=1), "PNG"),
+        "cat/rgb.jpg": encode(noise("RGB", seed=2), "JPEG"),
+        "cat/UPPER.JPG": encode(noise("RGB", seed=3), "JPEG"),
+        "cat/alpha.png": encode(noise("RGBA", seed=4), "PNG"),
+        "cat/palette.png": encode(noise("RGB", seed=5).convert("P"), "PNG"),
+        "cat/été/ünïcode.png": encode(noise("RGB", seed=6), "PNG"),
+        "cat/a/b/c/deep.gif": encode(noise("RGB", seed=7).convert("P"), "GIF"),
+        "cat/bitmap.bmp": encode(noise("RGB", seed=8), "BMP"),
+        "dog/cmyk.jpg": encode(noise("CMYK", seed=9), "JPEG"),
+        "dog/sixteen.png": sixteen_bit_png(),
+        "dog/rgb.png": encode(noise("RGB", seed=10), "PNG"),
+        "dog/z-copy-of-rgb.png": encode(noise("RGB", seed=10), "PNG"),
+        "cat/clash.png": encode(noise("RGB", seed=11), "PNG"),
+        "dog/clash.png": encode(noise("RGB", seed=11), "PNG"),
+        "dog/empty.png": b"",
+        "dog/notes.jpg": b"these are not pixels\n",
+        "dog/truncated.png": encode(noise("RGB", size=(200, 200), seed=12), "PNG")[:400],
+        "dog/huge.png": encode(noise("RGB", size=(300, 300), seed=13), "PNG"),
+        "dog/bomb.png": bomb_png(60000, 60000),
+        "dog/tiny.png": encode(noise("RGB", size=(4, 4), seed=14), "PNG"),
+        "dog/scan.tif": encode(noise("RGB", seed=15), "TIFF"),
+        "stray.png": encode(noise("RGB", seed=16), "PNG"),
+    }
+    for path, data in contents.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(data)
+    (root / "empty-class").mkdir()
+    return root
+
+
+def run_ingest(data: str, out: Path) -> dict:
+    return ieg.ingest(beam.Pipeline(), data, SPLITS, str(out / "examples"), str(out / "report"),
+                      max_pixels=50_000, min_side=8)
+
+
+def read_examples(out: Path) -> list[tf.train.Example]:
+    examples = []
+    for path in sorted((out / "examples").glob("Split-*/*.gz")):
+        for record in tf.data.TFRecordDataset(str(path), compression_type="GZIP"):
+            examples.append(tf.train.Example.FromString(record.numpy()))
+    return examples
+
+
+def feature(example: tf.train.Example, name: str):
+    f = example.features.feature[name]
+    return f.bytes_list.value[0] if f.HasField("bytes_list") else f.int64_list.value[0]
+
+
+@pytest.fixture(scope="module")
+def ingested(messy, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    return run_ingest(str(messy), out), read_examples(out), out
+
+
+def test_every_file_is_ingested_or_quarantined_with_its_reason(ingested):
+    report, examples, _ = ingested
+    reasons = {q["path"]: q["reason"] for q in report["quarantined"]}
+    sources = {feature(e, "source").decode() for e in examples}
+    for path, fate in FATES.items():
+        if fate is None:
+            assert path in sources, f"{path} should be ingested; quarantined as {reasons.get(path)}"
+        else:
+            assert reasons.get(path, "").startswith(fate), f"{path}: {reasons.get(path)!r}, want {fate!r}"
+    assert sources | set(reasons) == set(FATES)
+    assert report["ingested"] == len(examples) == 11
+    assert report["files_seen"] == 21  # files in class folders; the stray and the empty folder are listed apart
+    assert report["classes"] == ["cat", "dog"]
+    assert sum(report["splits"].values()) == 11
+
+
+def test_every_ingested_image_is_read_by_the_shared_decoder(ingested):
+    _, examples, _ = ingested
+    for example in examples:
+        pixels = image_ops.decode_and_resize(tf.constant(feature(example, "image_bytes")), 32)
+        assert pixels.shape == (32, 32, 3), feature(example, "source")
+
+
+def test_records_keep_bytes_as_stored_and_say_when_they_were_reencoded(ingested, messy):
+    _, examples, _ = ingested
+    by_source = {feature(e, "source").decode(): e for e in examples}
+    rgb = by_source["cat/rgb.jpg"]
+    original = (messy / "cat/rgb.jpg").read_bytes()
+    assert feature(rgb, "image_bytes") == original
+    assert feature(rgb, "sha256").decode() == hashlib.sha256(original).hexdigest()
+    assert (feature(rgb, "format"), feature(rgb, "width"), feature(rgb, "height")) == (b"jpeg", 24, 16)
+    assert feature(rgb, "label") == b"cat" and feature(rgb, "reencoded") == b""
+    assert feature(by_source["cat/gray.png"], "channels") == 1
+    assert feature(by_source["cat/alpha.png"], "channels") == 4
+    for source, mode in (("dog/cmyk.jpg", "JPEG mode CMYK"), ("dog/sixteen.png", "PNG mode I;16")):
+        example = by_source[source]
+        assert feature(example, "reencoded").decode() == f"from {mode}"
+        assert feature(example, "format") == b"png"
+        assert Image.open(io.BytesIO(feature(example, "image_bytes"))).mode == "RGB"
+
+
+def test_the_report_has_sizes_and_per_class_counts(ingested):
+    report, _, out = ingested
+    assert json.loads((out / "report" / ieg.REPORT_FILE).read_text()) == report
+    assert report["sizes"]["width"] == {"min": 24, "p50": 24, "p95": 24, "max": 24}
+    assert report["sizes"]["longer_side"]["<=32"] == 11
+    assert sum(sum(s.values()) for s in report["per_class"].values()) == 11
+
+
+def test_adding_images_never_moves_the_ones_already_there(messy, ingested, tmp_path):
+    _, before, _ = ingested
+    grown = tmp_path / "grown"
+    shutil.copytree(messy, grown)
+    for i in range(20):
+        (grown / "dog" / f"new{i}.png").write_bytes(encode(noise("RGB", seed=100 + i), "PNG"))
+    run_ingest(str(grown), tmp_path / "out")
+    split_of = lambda out: {feature(e, "source"): p.parent.name  # noqa: E731
+                            for p in sorted((out / "examples").glob("Split-*/*.gz"))
+                            for e in read_examples_file(p)}
+    after = split_of(tmp_path / "out")
+    first = split_of(ingested[2])
+    assert all(after[source] == split for source, split in first.items())
+    assert len(after) == len(before) + 20
+
+
+def read_examples_file(path: Path):
+    return [tf.train.Example.FromString(r.numpy())
+            for r in tf.data.TFRecordDataset(str(path), compression_type="GZIP")]
+
+
+def test_a_manifest_is_ingested_with_its_bad_rows_reported(messy, tmp_path):
+    manifest = tmp_path / "images.csv"
+    manifest.write_text(
+        "uri,label\n"
+        f"{messy}/cat/gray.png,cat\n"
+        f"{messy}/dog/rgb.png,dog\n"
+        f"{messy}/dog/empty.png,dog\n"
+        f"{messy}/dog/gone.png,dog\n"
+        ",dog\n")
+    shutil.copy(messy / "cat/rgb.jpg", tmp_path / "relative.jpg")
+    with manifest.open("a") as f:
+        f.write("relative.jpg,cat\n")
+    report = run_ingest(str(manifest), tmp_path / "out")
+    assert report["ingested"] == 3 and report["classes"] == ["cat", "dog"]
+    reasons = {q["path"]: q["reason"] for q in report["quarantined"]}
+    assert reasons[f"{messy}/dog/empty.png"] == "empty file"
+    assert reasons[f"{messy}/dog/gone.png"].startswith("missing: no file at")
+    assert reasons["images.csv:6"].startswith("bad manifest row: needs both a uri and a label")
+
+
+def test_a_jsonl_manifest_and_its_malformed_lines(messy, tmp_path):
+    manifest = tmp_path / "images.jsonl"
+    manifest.write_text("\n".join([
+        json.dumps({"uri": str(messy / "cat/gray.png"), "label": "cat"}),
+        "{not json",
+        json.dumps(["a", "list"]),
+        json.dumps({"uri": str(messy / "dog/rgb.png"), "label": "dog"}),
+    ]) + "\n")
+    items, quarantined = ieg.list_images(str(manifest))
+    assert [(shown, label) for _, shown, label in items] == [
+        (str(messy / "cat/gray.png"), "cat"), (str(messy / "dog/rgb.png"), "dog")]
+    assert [q["path"] for q in quarantined] == ["images.jsonl:2", "images.jsonl:3"]
+    assert "not valid JSON" in quarantined[0]["reason"]
+
+
+def test_a_csv_manifest_without_the_columns_is_refused(tmp_path):
+    (tmp_path / "m.csv").write_text("path,class\na.png,cat\n")
+    with pytest.raises(ValueError, match="needs columns uri and label; missing label, uri"):
+        ieg.list_images(str(tmp_path / "m.csv"))
+
+
+def test_missing_data_names_the_path_and_both_layouts(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'nope'} is neither a folder nor"):
         ieg.list_images(str(tmp_path / "nope"))
-
-
-def test_good_images_keep_their_bytes(data_root):
-    record = ieg.inspect_image(str(data_root), "dog/nested/b.jpg", "dog", max_pixels=10_000)
-    assert record["kind"] == "example"
-    assert record["image_bytes"] == (data_root / "dog/nested/b.jpg").read_bytes()
-    assert (record["format"], record["width"], record["height"], record["channels"]) == ("jpeg", 20, 10, 3)
-    assert record["reencoded"] == ""
-
-
-@pytest.mark.parametrize("content, reason", [
-    (b"", "empty file"),
-    (b"hello, not an image", "not an image"),
-    (png_bytes(size=(200, 200))[:80], "truncated or undecodable"),
-    (png_bytes(size=(300, 300)), "too large: 300x300"),
-])
-def test_bad_files_are_quarantined_with_a_reason(tmp_path, content, reason):
-    (tmp_path / "x.png").write_bytes(content)
-    record = ieg.inspect_image(str(tmp_path), "x.png", "c", max_pixels=50_000)
-    assert record["kind"] == "quarantine"
-    assert record["reason"].startswith(reason)
-
-
-def test_unsupported_formats_are_quarantined(tmp_path):
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(buffer, format="TIFF")
-    (tmp_path / "x.tif").write_bytes(buffer.getvalue())
-    record = ieg.inspect_image(str(tmp_path), "x.tif", "c", max_pixels=10_000)
-    assert record["reason"].startswith("unsupported format TIFF")
-
-
-def test_cmyk_jpeg_is_reencoded_and_says_so(tmp_path):
-    (tmp_path / "x.jpg").write_bytes(jpeg_bytes(mode="CMYK"))
-    record = ieg.inspect_image(str(tmp_path), "x.jpg", "c", max_pixels=10_000)
-    assert record["kind"] == "example"
-    assert record["format"] == "png" and record["reencoded"] == "from JPEG mode CMYK"
-    assert Image.open(io.BytesIO(record["image_bytes"])).mode == "RGB"
 
 
 def test_splits_follow_the_content_hash():
     splits = [("train", 0.8), ("eval", 0.2)]
-    assert ieg.split_for("0" * 64, splits) == "train"
-    assert ieg.split_for("f" * 64, splits) == "eval"
-    assigned = [ieg.split_for(hashlib.sha256(str(i).encode()).hexdigest(), splits) for i in range(2000)]
+    assert image_records.split_for("0" * 64, splits) == "train"
+    assert image_records.split_for("f" * 64, splits) == "eval"
+    assigned = [image_records.split_for(hashlib.sha256(str(i).encode()).hexdigest(), splits) for i in range(2000)]
     assert assigned.count("eval") / len(assigned) == pytest.approx(0.2, abs=0.03)
 
 
-def test_duplicates_keep_one_and_conflicts_keep_none():
-    same = [{"kind": "example", "path": p, "label": "cat", "sha256": "h"} for p in ("b.png", "a.png")]
-    out = list(ieg.resolve_duplicates(("h", same)))
-    assert out[0]["path"] == "a.png" and out[0]["kind"] == "example"
-    assert out[1] == {"kind": "quarantine", "path": "b.png", "reason": "duplicate of a.png"}
-    clash = [{"kind": "example", "path": "a.png", "label": "cat", "sha256": "h"},
-             {"kind": "example", "path": "b.png", "label": "dog", "sha256": "h"}]
-    out = list(ieg.resolve_duplicates(("h", clash)))
-    assert all(r["kind"] == "quarantine" and "label conflict" in r["reason"] for r in out)
+def test_a_split_with_no_images_stops_ingestion_naming_the_report():
+    report = {"splits": {"train": 3}, "ingested": 3, "files_seen": 9,
+              "quarantined": [{"path": f"x{i}", "reason": "empty file"} for i in range(6)]}
+    ieg.check_usable(report, ["train"], "/r/ingestion_report.json")
+    with pytest.raises(ValueError, match=r"split\(s\) eval got no images: 3 of 9 files ingested; "
+                                         r"quarantined: 6 empty file\. Every file .* /r/ingestion_report.json"):
+        ieg.check_usable(report, ["train", "eval"], "/r/ingestion_report.json")
 
 
-def test_report_counts_and_usability():
-    lines = [{"kind": "example", "split": "train", "label": "cat"},
-             {"kind": "example", "split": "eval", "label": "dog"},
-             {"kind": "quarantine", "path": "x.png", "reason": "empty file"}]
-    report = ieg.build_report(lines, [{"path": "empty/", "reason": "empty class folder"}])
-    assert report["ingested"] == 2 and report["splits"] == {"eval": 1, "train": 1}
-    assert report["per_class"] == {"cat": {"train": 1}, "dog": {"eval": 1}}
-    assert [q["path"] for q in report["quarantined"]] == ["empty/", "x.png"]
-    json.dumps(report)
-    ieg.check_usable(report, ["train", "eval"])
-    with pytest.raises(ValueError, match="split 'test' got no images"):
-        ieg.check_usable(report, ["train", "eval", "test"])
-    with pytest.raises(ValueError, match="at least 2 class folders"):
-        ieg.check_usable({**report, "classes": ["cat"]}, ["train"])
+def test_the_example_encoder_writes_what_tensorflow_parses():
+    features = {"image_bytes": bytes(range(256)) * 3, "label": "été", "height": 2**40, "width": 0,
+                "format": "", "channels": 3}
+    parsed = tf.train.Example.FromString(image_records.encode_example(features))
+    expected = tf.train.Example()
+    for key, value in features.items():
+        if isinstance(value, int):
+            expected.features.feature[key].int64_list.value.append(value)
+        else:
+            expected.features.feature[key].bytes_list.value.append(
+                value.encode() if isinstance(value, str) else value)
+    assert parsed == expected
+
+
+def test_beam_workers_never_import_tensorflow():
+    import subprocess
+    import sys
+    code = ("import sys, components.image_records; "
+            "print('tensorflow' in sys.modules, 'tfx' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=str(Path(__file__).resolve().parent.parent))
+    assert result.stdout.split() == ["False", "False"]

@@ -1,0 +1,155 @@
+"""DataGate: stop the run before any training when the data is not fit to train on.
+
+ExampleValidator finds anomalies but stops nothing, and TFDV knows nothing of
+classes. This component reads what ingestion and validation wrote and decides:
+TFDV's anomalies against the schema, the share of quarantined files, images
+per class, class balance, the image size distribution, and, against the data
+the last blessed model was trained on, classes that appeared or vanished and
+drift of the label distribution. It always writes its verdict (the ``verdict``
+artifact, ``verdict.json``, and a ``passed`` property), so the verdict is on
+record even when the run stops; the pipeline runs Transform and everything
+after it only when ``passed`` is 1.
+"""
+
+import json
+import os
+from typing import Optional
+
+import tensorflow as tf
+from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tfx import v1 as tfx
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.utils import path_utils
+
+from components.artifacts import LABEL_COUNTS_FILE, DataVerdict, IngestionReport
+from components.image_example_gen import REPORT_FILE
+
+VERDICT_FILE = "verdict.json"
+
+
+def read_anomalies(anomalies_uri: str, split_names: list[str]) -> list[str]:
+    """TFDV's anomalies as sentences: which split, which feature, what, and the fix."""
+    problems = []
+    for split in split_names:
+        path = os.path.join(anomalies_uri, f"Split-{split}", "SchemaDiff.pb")
+        if not tf.io.gfile.exists(path):
+            continue
+        anomalies = anomalies_pb2.Anomalies()
+        with tf.io.gfile.GFile(path, "rb") as f:
+            anomalies.ParseFromString(f.read())
+        for feature, info in sorted(anomalies.anomaly_info.items()):
+            problems.append(
+                f"split '{split}', feature '{feature}': {info.short_description or info.description} "
+                f"({info.description}); fix the data, or the contract in schemas/ if the data is right")
+        if anomalies.HasField("dataset_anomaly_info"):
+            info = anomalies.dataset_anomaly_info
+            problems.append(f"split '{split}': {info.description}")
+    return problems
+
+
+def label_drift(current: dict[str, int], previous: dict[str, int]) -> float:
+    """The largest change in any class's share of the data (L-infinity, as TFDV measures drift)."""
+    total_now, total_before = sum(current.values()), sum(previous.values())
+    if not total_now or not total_before:
+        return 0.0
+    classes = set(current) | set(previous)
+    return max(abs(current.get(c, 0) / total_now - previous.get(c, 0) / total_before) for c in classes)
+
+
+def judge(report: dict, anomalies: list[str], limits: dict, previous_counts: Optional[dict]) -> dict:
+    """The verdict: ``problems`` stop the run, ``warnings`` are shown; ``checks`` has the numbers."""
+    problems = list(anomalies)
+    warnings = []
+    files = report["files_seen"]
+    bad_files = [q for q in report["quarantined"] if not q["path"].endswith("/")]
+    bad_fraction = len(bad_files) / files if files else 0.0
+    if bad_fraction > limits["max_bad_fraction"]:
+        problems.append(
+            f"{len(bad_files)} of {files} files ({bad_fraction:.1%}) were quarantined, over the limit of "
+            f"{limits['max_bad_fraction']:.1%} (data.max_bad_fraction); the ingestion report lists each "
+            "with its reason")
+    elif bad_files:
+        warnings.append(f"{len(bad_files)} of {files} files ({bad_fraction:.1%}) were quarantined")
+    for entry in report["quarantined"]:
+        if entry["path"].endswith("/"):
+            warnings.append(f"class folder {entry['path']} is empty")
+
+    per_class = {c: sum(splits.values()) for c, splits in report["per_class"].items()}
+    train_counts = {c: splits.get("train", 0) for c, splits in report["per_class"].items()}
+    if len(per_class) < 2:
+        problems.append(f"{len(per_class)} class(es) with usable images; a classifier needs at least 2")
+    for name, count in sorted(per_class.items()):
+        if count < limits["min_images_per_class"]:
+            problems.append(
+                f"class '{name}' has {count} images, fewer than the minimum of "
+                f"{limits['min_images_per_class']} (data.min_images_per_class): add images or remove the class")
+    imbalance = max(per_class.values()) / max(min(per_class.values()), 1) if per_class else 0.0
+    if imbalance > limits["max_class_imbalance"]:
+        largest = max(per_class, key=per_class.get)
+        smallest = min(per_class, key=per_class.get)
+        problems.append(
+            f"classes are imbalanced: '{largest}' has {per_class[largest]} images, '{smallest}' "
+            f"{per_class[smallest]}, a ratio of {imbalance:.1f} over the bound of "
+            f"{limits['max_class_imbalance']:g} (data.max_class_imbalance)")
+
+    drift = None
+    appeared: list[str] = []
+    vanished: list[str] = []
+    if previous_counts:
+        appeared = sorted(set(train_counts) - set(previous_counts))
+        vanished = sorted(set(previous_counts) - set(train_counts))
+        if appeared:
+            warnings.append(f"classes new since the last blessed model: {', '.join(appeared)}")
+        if vanished:
+            warnings.append(f"classes the last blessed model had that are gone now: {', '.join(vanished)}")
+        drift = label_drift(train_counts, previous_counts)
+        if drift > limits["max_label_drift"]:
+            problems.append(
+                f"the label distribution drifted by {drift:.3f} (largest change in a class's share) "
+                f"against the last blessed model's training data, over {limits['max_label_drift']:g} "
+                "(data.max_label_drift)")
+    return {
+        "passed": not problems,
+        "problems": problems,
+        "warnings": warnings,
+        "checks": {
+            "files_seen": files,
+            "quarantined_files": len(bad_files),
+            "bad_fraction": bad_fraction,
+            "images_per_class": per_class,
+            "class_imbalance": imbalance,
+            "image_sizes": report.get("sizes", {}),
+            "label_drift": drift,
+            "classes_appeared": appeared,
+            "classes_vanished": vanished,
+        },
+    }
+
+
+def _read_json(path: str):
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+@tfx.dsl.components.component
+def DataGate(
+    statistics: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleStatistics],
+    anomalies: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleAnomalies],
+    report: tfx.dsl.components.InputArtifact[IngestionReport],
+    verdict: tfx.dsl.components.OutputArtifact[DataVerdict],
+    limits_json: tfx.dsl.components.Parameter[str],
+    baseline_model: Optional[tfx.dsl.components.InputArtifact[standard_artifacts.Model]] = None,
+) -> None:
+    """Judges the data; writes the verdict with ``passed`` 1 or 0 (never fails the run itself)."""
+    split_names = artifact_utils.decode_split_names(statistics.split_names)
+    ingestion = _read_json(os.path.join(report.uri, REPORT_FILE))
+    previous = None
+    if baseline_model is not None:
+        serving_dir = path_utils.serving_model_path(baseline_model.uri)
+        previous = _read_json(os.path.join(serving_dir, "assets.extra", LABEL_COUNTS_FILE))
+    result = judge(ingestion, read_anomalies(anomalies.uri, split_names), json.loads(limits_json), previous)
+    with tf.io.gfile.GFile(os.path.join(verdict.uri, VERDICT_FILE), "w") as f:
+        json.dump(result, f, indent=2)
+    verdict.set_int_custom_property("passed", int(result["passed"]))
