@@ -1,12 +1,15 @@
 """Ingestion throughput and memory: ImageExampleGen's Beam pipeline against a plain loop.
 
+Both of the DirectRunner's parallel modes are measured: threads (the local
+default: decoding, hashing and compression release the GIL) and processes.
+
 The baseline is a single-process Python loop that reads, checks and writes the
 same images the same way (the same inspect_image and to_example functions,
 gzipped TFRecords). Both run on the same images in fresh processes, at N and
 2N images, so the report shows the speed-up and whether peak memory stays
 flat as the data doubles.
 
-  bin/thaw-env python -m bench.ingestion --images 2000 --size 256
+  bin/thaw-env python -m bench.ingestion --images 2000 --size 768
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from bench.memory import run_measured
 SPLITS = [("train", 0.8), ("eval", 0.2)]
 
 
-def make_images(root: str, count: int, size: int = 256) -> None:
+def make_images(root: str, count: int, size: int = 768) -> None:
     """Real digits, upscaled, each with its own noise so no two are duplicates."""
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -68,15 +71,15 @@ def run_loop(data_root: str, out: str) -> dict:
     return {"ingested": ingested, "work_s": time.perf_counter() - start}
 
 
-def run_beam(data_root: str, out: str, workers: int) -> dict:
-    """ImageExampleGen's own pipeline on the DirectRunner, multi-processing."""
+def run_beam(data_root: str, out: str, mode: str, workers: int) -> dict:
+    """ImageExampleGen's own pipeline on the DirectRunner, in threads or processes."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from components import image_example_gen as ieg
 
     start = time.perf_counter()
-    options = PipelineOptions([f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"])
+    options = PipelineOptions([f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"])
     report = ieg.ingest(beam.Pipeline(options=options), data_root, SPLITS, os.path.join(out, "examples"),
                         os.path.join(out, "report"), 50_000_000)
     return {"ingested": report["ingested"], "work_s": time.perf_counter() - start}
@@ -96,38 +99,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2000, help="N: runs at N and 2N images")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--size", type=int, default=256, help="pixels per side of the test JPEGs")
-    parser.add_argument("--one", choices=["loop", "beam"], help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=768, help="pixels per side of the test JPEGs")
+    parser.add_argument("--one", choices=["loop", "multi_threading", "multi_processing"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.one:  # a measured child process
         import components  # noqa: F401
-        result = run_loop(args.data, args.out) if args.one == "loop" else run_beam(args.data, args.out, args.workers)
+        if args.one == "loop":
+            result = run_loop(args.data, args.out)
+        else:
+            result = run_beam(args.data, args.out, args.one, args.workers)
         print(json.dumps(result))
         return
 
+    variants = ["loop", "multi_threading", "multi_processing"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for count in (args.images, 2 * args.images):
             root = os.path.join(tmp, f"images-{count}")
             make_images(root, count, args.size)
-            loop = measure("loop", root, args.workers)
-            beam_ = measure("beam", root, args.workers)
-            assert loop[3] == beam_[3] == count, (loop[3], beam_[3], count)
-            rows.append((count, loop, beam_))
+            results = {v: measure(v, root, args.workers) for v in variants}
+            for variant, (_, _, _, ingested) in results.items():
+                assert ingested == count, (variant, ingested, count)
+            rows.append((count, results))
 
-    print(f"ingestion: {args.workers} Beam workers (DirectRunner multi-processing) against a "
-          f"single-process loop; JPEG {args.size}x{args.size}")
-    print("whole process = interpreter start and imports included; work = after imports")
-    print(f"{'images':>7} {'loop img/s':>11} {'beam img/s':>11} {'ratio':>6}   "
-          f"{'work: loop':>11} {'beam':>7} {'ratio':>6}   {'peak MiB: loop':>15} {'beam':>6}")
-    for count, (l_s, l_w, l_mib, _), (b_s, b_w, b_mib, _) in rows:
-        print(f"{count:>7} {count / l_s:>11.1f} {count / b_s:>11.1f} {l_s / b_s:>6.2f}   "
-              f"{count / l_w:>11.1f} {count / b_w:>7.1f} {l_w / b_w:>6.2f}   {l_mib:>15} {b_mib:>6}")
-    (n1, _, b1), (n2, _, b2) = rows
-    print(f"beam peak memory at {n2} / at {n1} images: {b2[2] / b1[2]:.2f}")
+    print(f"ingestion of JPEG {args.size}x{args.size}: ImageExampleGen's Beam pipeline (DirectRunner, "
+          f"{args.workers} workers) against a single-process loop doing the same reads, checks and writes")
+    print("work = images/s after imports; whole = the whole process, interpreter start and imports included")
+    print(f"{'images':>7} {'variant':>17} {'work img/s':>11} {'x loop':>7} {'whole img/s':>12} {'x loop':>7} "
+          f"{'peak MiB':>9}")
+    for count, results in rows:
+        loop_whole, loop_work = results["loop"][0], results["loop"][1]
+        for variant, (whole, work, mib, _) in results.items():
+            print(f"{count:>7} {variant:>17} {count / work:>11.1f} {loop_work / work:>7.2f} "
+                  f"{count / whole:>12.1f} {loop_whole / whole:>7.2f} {mib:>9}")
+    for variant in variants:
+        small, large = rows[0][1][variant][2], rows[1][1][variant][2]
+        print(f"{variant}: peak memory at {rows[1][0]} / at {rows[0][0]} images: {large / small:.2f}")
 
 
 if __name__ == "__main__":

@@ -140,7 +140,7 @@ def DataGate(
     report: tfx.dsl.components.InputArtifact[IngestionReport],
     verdict: tfx.dsl.components.OutputArtifact[DataVerdict],
     limits_json: tfx.dsl.components.Parameter[str],
-    baseline_model: Optional[tfx.dsl.components.InputArtifact[standard_artifacts.Model]] = None,
+    baseline_model: tfx.dsl.components.InputArtifact[standard_artifacts.Model] = None,
 ) -> None:
     """Judges the data; writes the verdict with ``passed`` 1 or 0 (never fails the run itself)."""
     split_names = artifact_utils.decode_split_names(statistics.split_names)

@@ -35,15 +35,47 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where the images are and how they are split."""
 
-    # A directory of class-named subfolders of images.
+    # A folder of class-named subfolders of images, or a manifest: a .csv with
+    # a uri,label header or a .jsonl of {"uri": ..., "label": ...} lines.
     root: str = str(DEMO_DIR / "data")
     # Split name -> fraction of images; assigned by a hash of each image's
     # content, so adding images never moves the ones already there.
     splits: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "eval": 0.2})
     # The curated data contract that ImportSchemaGen reads.
     schema: str = str(REPO_ROOT / "schemas" / "image_classification" / "schema.pbtxt")
+    # Images over this many pixels are quarantined, judged from the header
+    # before decoding, so a decompression bomb never allocates.
+    max_pixels: int = 50_000_000
+    # Images with a side shorter than this are quarantined as too small.
+    min_side: int = 8
+    # The run stops before training when more of the files than this are
+    # quarantined, or a class has fewer images than min_images_per_class, or
+    # the largest class is more than max_class_imbalance times the smallest.
+    max_bad_fraction: float = 0.05
+    min_images_per_class: int = 10
+    max_class_imbalance: float = 10.0
+    # ... or when a class's share of the training data moved by more than
+    # this since the last blessed model's training data.
+    max_label_drift: float = 0.25
+
+    def gate_limits(self) -> dict[str, float]:
+        """What DataGate judges the data by."""
+        return {name: getattr(self, name) for name in (
+            "max_bad_fraction", "min_images_per_class", "max_class_imbalance", "max_label_drift")}
 
     def check(self, problems: list[str], at: str) -> None:
+        if self.max_pixels < 1:
+            problems.append(f"{at}.max_pixels: must be >= 1, got {self.max_pixels}")
+        if self.min_side < 1:
+            problems.append(f"{at}.min_side: must be >= 1, got {self.min_side}")
+        if not 0 <= self.max_bad_fraction <= 1:
+            problems.append(f"{at}.max_bad_fraction: must be in [0, 1], got {self.max_bad_fraction}")
+        if self.min_images_per_class < 1:
+            problems.append(f"{at}.min_images_per_class: must be >= 1, got {self.min_images_per_class}")
+        if self.max_class_imbalance < 1:
+            problems.append(f"{at}.max_class_imbalance: must be >= 1 (largest / smallest class), got {self.max_class_imbalance}")
+        if not 0 < self.max_label_drift <= 1:
+            problems.append(f"{at}.max_label_drift: must be in (0, 1], got {self.max_label_drift}")
         if not self.splits:
             problems.append(f"{at}.splits: needs at least 'train' and 'eval'")
         for name in ("train", "eval"):
@@ -156,9 +188,12 @@ class ThawConfig:
     # Where TF Serving polls for versions; empty: <output_dir>/serving.
     serving_dir: str = ""
     # Apache Beam options for the Beam-based components (ingestion,
-    # statistics, Transform, Evaluator).
+    # statistics, Transform, Evaluator). Locally, the DirectRunner's threads
+    # beat its processes: image decoding, hashing and compression release the
+    # GIL, and threads need no worker start-up (bench/ingestion.py measures it).
+    # For data that outgrows one machine, name a Flink, Spark or Dataflow runner.
     beam_pipeline_args: list[str] = field(
-        default_factory=lambda: ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]
+        default_factory=lambda: ["--direct_running_mode=multi_threading", "--direct_num_workers=0"]
     )
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)

@@ -16,6 +16,7 @@ from tensorflow_model_analysis.proto import config_pb2
 from tfx import v1 as tfx
 from tfx.proto import transform_pb2
 
+from components.data_gate import DataGate
 from components.image_example_gen import ImageExampleGen
 from components.preprocessing import LABEL_ID_KEY, LABEL_KEY
 from pipeline.config import ThawConfig
@@ -58,12 +59,22 @@ def eval_config(config: ThawConfig) -> config_pb2.EvalConfig:
     )
 
 
-def create_pipeline(config: ThawConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
-    """Images in, a blessed model pushed to TF Serving's directory out."""
-    # Ingestion: class-named image folders -> tf.Examples; bad files quarantined.
+def create_pipeline(config: ThawConfig, metadata_connection_config=None,
+                    through: str = "push") -> tfx.dsl.Pipeline:
+    """Images in, a blessed model pushed to TF Serving's directory out.
+
+    ``through="validation"`` stops the DAG after DataGate: ingestion and data
+    validation alone, as ``thaw ingest`` runs them.
+    """
+    if through not in ("validation", "push"):
+        raise ValueError(f"through must be 'validation' or 'push', got {through!r}")
+
+    # Ingestion: image folders or a manifest -> tf.Examples; bad files quarantined.
     example_gen = ImageExampleGen(
         data_root=config.data.root,
         splits_json=json.dumps(config.data.splits),
+        max_pixels=config.data.max_pixels,
+        min_side=config.data.min_side,
     )
 
     # Statistics over every feature, with semantic image statistics on.
@@ -81,58 +92,71 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None) -> tfx.
         schema=schema_gen.outputs["schema"],
     )
 
-    # The label vocabulary; images stay encoded bytes.
-    transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
-        schema=schema_gen.outputs["schema"],
-        preprocessing_fn=PREPROCESSING_FN,
-        splits_config=transform_pb2.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
-    )
-
-    # Pretrained backbone + new head, trained in stages.
-    trainer = tfx.components.Trainer(
-        run_fn=RUN_FN,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config={
-            "backbone": dataclasses.asdict(config.backbone),
-            "training": dataclasses.asdict(config.training),
-        },
-    )
-
-    # The baseline: the latest model the gate blessed.
+    # The baseline: the latest model the gate blessed (and the data it saw).
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
 
-    # The gate: floors, and the change against the baseline -> ModelBlessing.
-    evaluator = tfx.components.Evaluator(
-        examples=example_gen.outputs["examples"],
-        example_splits=["eval"],
-        model=trainer.outputs["model"],
+    # The data verdict: anomalies, bad files, class sizes and balance, drift.
+    data_gate = DataGate(
+        statistics=statistics_gen.outputs["statistics"],
+        anomalies=example_validator.outputs["anomalies"],
+        report=example_gen.outputs["report"],
         baseline_model=model_resolver.outputs["model"],
-        eval_config=eval_config(config),
+        limits_json=json.dumps(config.data.gate_limits()),
     )
 
-    # Ships a blessed model to the directory TF Serving polls.
-    pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_path)
-        ),
-    )
+    components = [example_gen, statistics_gen, schema_gen, example_validator, model_resolver, data_gate]
+    if through == "push":
+        # Nothing trains unless the data passed.
+        with tfx.dsl.Cond(data_gate.outputs["verdict"].future()[0].custom_property("passed") == 1):
+            # The label vocabulary; images stay encoded bytes.
+            transform = tfx.components.Transform(
+                examples=example_gen.outputs["examples"],
+                schema=schema_gen.outputs["schema"],
+                preprocessing_fn=PREPROCESSING_FN,
+                splits_config=transform_pb2.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
+            )
+
+            # Pretrained backbone + new head, trained in stages.
+            trainer = tfx.components.Trainer(
+                run_fn=RUN_FN,
+                examples=transform.outputs["transformed_examples"],
+                transform_graph=transform.outputs["transform_graph"],
+                schema=schema_gen.outputs["schema"],
+                train_args=tfx.proto.TrainArgs(splits=["train"]),
+                eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+                custom_config={
+                    "backbone": dataclasses.asdict(config.backbone),
+                    "training": dataclasses.asdict(config.training),
+                },
+            )
+
+            # The gate: floors, and the change against the baseline -> ModelBlessing.
+            evaluator = tfx.components.Evaluator(
+                examples=example_gen.outputs["examples"],
+                example_splits=["eval"],
+                model=trainer.outputs["model"],
+                baseline_model=model_resolver.outputs["model"],
+                eval_config=eval_config(config),
+            )
+
+            # Ships a blessed model to the directory TF Serving polls.
+            pusher = tfx.components.Pusher(
+                model=trainer.outputs["model"],
+                model_blessing=evaluator.outputs["blessing"],
+                push_destination=tfx.proto.PushDestination(
+                    filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_path)
+                ),
+            )
+            components += [transform, trainer, evaluator, pusher]
 
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
-                    trainer, model_resolver, evaluator, pusher],
+        components=components,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(config.beam_pipeline_args),
         enable_cache=False,

@@ -22,17 +22,20 @@ def check_inputs(config: ThawConfig) -> None:
         from pipeline.demo import make_demo
         make_demo(DEMO_DIR)
     root = config.data.root
-    if "://" not in root and not os.path.isdir(root):
+    is_manifest = root.endswith((".csv", ".jsonl")) and os.path.isfile(root)
+    if "://" not in root and not (os.path.isdir(root) or is_manifest):
         raise FileNotFoundError(
-            f"data root {root} is not a directory: point --data (or data.root) at a folder "
-            "with one subfolder of images per class")
+            f"data {root} is neither a folder nor a .csv/.jsonl manifest: point --data (or data.root) "
+            "at a folder with one subfolder of images per class, or at a manifest of uri,label rows")
     if "://" not in config.data.schema and not os.path.isfile(config.data.schema):
         raise FileNotFoundError(f"schema {config.data.schema} does not exist: point data.schema at a "
                                 "schema.pbtxt (the default is in schemas/)")
 
 
-def run_local(config: ThawConfig) -> RunSummary:
-    """Runs the whole pipeline in this process and summarizes what it did.
+def run_local(config: ThawConfig, through: str = "push") -> RunSummary:
+    """Runs the pipeline in this process and summarizes what it did.
+
+    ``through="validation"`` runs ingestion and data validation alone.
 
     Everything the run writes lives under ``config.output_dir``: the artifacts
     (pipeline/), the metadata store (metadata.sqlite) and, unless configured
@@ -41,5 +44,5 @@ def run_local(config: ThawConfig) -> RunSummary:
     check_inputs(config)
     os.makedirs(config.output_dir, exist_ok=True)
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(config, connection))
+    tfx.orchestration.LocalDagRunner().run(create_pipeline(config, connection, through=through))
     return summarize(config.metadata_path)

@@ -18,6 +18,7 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components.data_gate import VERDICT_FILE
 from components.image_example_gen import REPORT_FILE
 
 _OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
@@ -30,6 +31,11 @@ class RunSummary:
     ingested: int = 0
     splits: dict[str, int] = dataclasses.field(default_factory=dict)
     quarantined: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    sizes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    data_passed: bool | None = None
+    problems: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    data_checks: dict[str, Any] = dataclasses.field(default_factory=dict)
     stages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     baseline_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -51,6 +57,17 @@ class RunSummary:
             out.append(f"  quarantined {q['path']}: {q['reason']}")
         if len(self.quarantined) > 20:
             out.append(f"  ... and {len(self.quarantined) - 20} more in the ingestion report")
+        if self.sizes.get("width"):
+            w, h = self.sizes["width"], self.sizes["height"]
+            out.append(f"image sizes: width {w['min']}-{w['max']} (median {w['p50']}), "
+                       f"height {h['min']}-{h['max']} (median {h['p50']})")
+        for warning in self.warnings:
+            out.append(f"  warning: {warning}")
+        if self.data_passed is False:
+            out.append("data validation: STOPPED the run before training:")
+            out.extend(f"  - {problem}" for problem in self.problems)
+        elif self.data_passed:
+            out.append("data validation: passed")
         for s in self.stages:
             out.append(f"stage {s['name']}: {s['epochs_run']} epochs, {s['trainable_params']} trainable "
                        f"parameters, learning rate {s['learning_rate']:g}, best val_accuracy "
@@ -59,6 +76,8 @@ class RunSummary:
             out.append(f"evaluation: {_format_metrics(self.metrics)}")
         if self.baseline_metrics:
             out.append(f"baseline (last blessed model): {_format_metrics(self.baseline_metrics)}")
+        if self.data_passed is False or (self.blessed is None and not self.stages):
+            return out  # stopped by the data gate, or ingestion and validation alone
         if self.blessed is None:
             out.append("gate: the run stopped before the model was evaluated")
         elif self.blessed:
@@ -180,6 +199,16 @@ def summarize(metadata_path: str) -> RunSummary:
             summary.ingested = data["ingested"]
             summary.splits = data["splits"]
             summary.quarantined = data["quarantined"]
+            summary.sizes = data.get("sizes", {})
+    for verdict in outputs.get("ThawDataVerdict", []):
+        path = os.path.join(verdict.uri, VERDICT_FILE)
+        if tf.io.gfile.exists(path):
+            with tf.io.gfile.GFile(path) as f:
+                data = json.load(f)
+            summary.data_passed = data["passed"]
+            summary.problems = data["problems"]
+            summary.warnings = data["warnings"]
+            summary.data_checks = data["checks"]
     for model_run in outputs.get("ModelRun", []):
         path = os.path.join(model_run.uri, "stages.json")
         if tf.io.gfile.exists(path):

@@ -11,7 +11,8 @@ from pipeline import cli
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["demo", "--help"], ["summary", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["ingest", "--help"], ["demo", "--help"],
+                                  ["summary", "--help"]])
 def test_every_command_explains_itself(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv)
@@ -25,7 +26,7 @@ def test_every_command_explains_itself(argv, capsys):
 def test_run_on_a_missing_folder_says_what_to_do(workdir, capsys):
     assert cli.main(["run", "--data", "no-such-dir"]) == 2
     err = capsys.readouterr().err
-    assert f"data root {workdir / 'no-such-dir'} is not a directory" in err
+    assert f"data {workdir / 'no-such-dir'} is neither a folder nor a .csv/.jsonl manifest" in err
     assert "one subfolder of images per class" in err
 
 

@@ -126,3 +126,21 @@ def test_the_example_configuration_is_valid(workdir):
     config = config_lib.load(REPO / "thaw.example.yaml")
     assert config.pipeline_name == "thaw"
     assert config.training.stages
+
+
+def test_data_limits_are_checked_and_handed_to_the_gate(workdir):
+    config = config_lib.load()
+    assert config.data.gate_limits() == {"max_bad_fraction": 0.05, "min_images_per_class": 10,
+                                         "max_class_imbalance": 10.0, "max_label_drift": 0.25}
+    with pytest.raises(ConfigError) as err:
+        config_lib.load(None, {"data.max_bad_fraction": 1.5, "data.max_class_imbalance": 0.5,
+                               "data.min_side": 0, "data.max_label_drift": 0})
+    message = str(err.value)
+    for field in ("data.max_bad_fraction", "data.max_class_imbalance", "data.min_side", "data.max_label_drift"):
+        assert field in message, field
+
+
+def test_a_manifest_is_a_valid_data_root(workdir):
+    (workdir / "images.csv").write_text("uri,label\n")
+    config = config_lib.load(None, {"data.root": "images.csv"})
+    assert config.data.root == str(workdir / "images.csv")

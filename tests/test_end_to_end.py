@@ -1,16 +1,20 @@
 """The real DAG on tiny real data: ingested, trained, blessed, pushed, served."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from pipeline import cli
 from pipeline import config as config_lib
 from pipeline.runners import run_local
 
 pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parent.parent
 
 # Loads the pushed SavedModel the way TF Serving does (no Keras, no Thaw code)
 # and classifies the images named on the command line.
@@ -80,3 +84,41 @@ def test_the_next_run_is_gated_against_the_last_blessed_model(first_run):
     assert any("is " in line and "at least 1" in line for line in summary.verdict), summary.verdict
     assert any("not blessed" in line for line in summary.lines())
     assert sorted(p.name for p in Path(config.serving_path).iterdir()) == before
+
+
+def test_anomalies_and_small_classes_stop_the_run_before_training(tiny_demo, workdir, capsys):
+    schema = (REPO / "schemas" / "image_classification" / "schema.pbtxt").read_text()
+    (workdir / "schema.pbtxt").write_text(schema.replace('  value: "png"\n', ""))  # PNG no longer allowed
+    (workdir / "thaw.yaml").write_text(
+        f"output_dir: out\n"
+        f"beam_pipeline_args: [--direct_running_mode=in_memory]\n"
+        f"data: {{root: {tiny_demo['data']}, schema: schema.pbtxt, min_images_per_class: 100}}\n"
+        f"backbone: {{path: {tiny_demo['backbone']}}}\n")
+    assert cli.main(["run", "--config", "thaw.yaml", "--json"]) == cli.DATA_STOPPED
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["data_passed"] is False and summary["ingested"] == 150
+    assert any("feature 'format'" in p for p in summary["problems"])
+    assert any("class 'five' has 30 images, fewer than the minimum of 100" in p for p in summary["problems"])
+    assert "data validation: STOPPED the run before training:" in out
+    pipeline_root = workdir / "out" / "pipeline"
+    assert (pipeline_root / "DataGate").is_dir()
+    for never_ran in ("Transform", "Trainer", "Evaluator", "Pusher"):
+        assert not (pipeline_root / never_ran).exists(), never_ran
+
+
+def test_ingest_accounts_for_every_file_as_json(tiny_demo, workdir, capsys):
+    data = workdir / "data"
+    shutil.copytree(tiny_demo["data"], data)
+    (data / "five" / "empty.png").write_bytes(b"")
+    (data / "six" / "notes.txt").write_text("not an image")
+    assert cli.main(["ingest", str(data), "--output", "out", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["classes"] == ["eight", "five", "nine", "seven", "six"]
+    assert result["ingested"] == 150 and sum(result["splits"].values()) == 150
+    assert result["quarantined"] == [
+        {"path": "five/empty.png", "reason": "empty file"},
+        {"path": "six/notes.txt", "reason": "not an image (no known image header)"},
+    ]
+    assert result["data_passed"] is True
+    assert not (workdir / "out" / "pipeline" / "Trainer").exists()

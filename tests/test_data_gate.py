@@ -1,0 +1,83 @@
+"""DataGate's judgement: what stops a run before training, and what is only a warning."""
+
+import pytest
+from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+from components.data_gate import judge, label_drift, read_anomalies
+
+LIMITS = {"max_bad_fraction": 0.1, "min_images_per_class": 5, "max_class_imbalance": 3.0,
+          "max_label_drift": 0.2}
+
+
+def report(per_class, quarantined=(), files_seen=None):
+    ingested = sum(sum(s.values()) for s in per_class.values())
+    return {"per_class": per_class, "quarantined": list(quarantined),
+            "files_seen": files_seen if files_seen is not None else ingested + len(quarantined),
+            "sizes": {"width": {"min": 8}}}
+
+
+CLEAN = {"cat": {"train": 8, "eval": 2}, "dog": {"train": 8, "eval": 2}}
+
+
+def test_clean_data_passes_with_its_numbers():
+    verdict = judge(report(CLEAN), [], LIMITS, None)
+    assert verdict["passed"] and verdict["problems"] == [] and verdict["warnings"] == []
+    assert verdict["checks"]["images_per_class"] == {"cat": 10, "dog": 10}
+    assert verdict["checks"]["class_imbalance"] == 1.0
+    assert verdict["checks"]["label_drift"] is None
+
+
+def test_a_few_bad_files_warn_and_too_many_stop():
+    few = judge(report(CLEAN, [{"path": "cat/x.png", "reason": "empty file"}]), [], LIMITS, None)
+    assert few["passed"] and few["warnings"] == ["1 of 21 files (4.8%) were quarantined"]
+    many = judge(report(CLEAN, [{"path": f"x{i}", "reason": "empty file"} for i in range(5)]), [], LIMITS, None)
+    assert not many["passed"]
+    assert "5 of 25 files (20.0%) were quarantined, over the limit of 10.0% (data.max_bad_fraction)" in many["problems"][0]
+
+
+def test_empty_class_folders_warn_but_do_not_count_as_bad_files():
+    verdict = judge(report(CLEAN, [{"path": "bird/", "reason": "empty class folder"}]), [], LIMITS, None)
+    assert verdict["passed"] and verdict["warnings"] == ["class folder bird/ is empty"]
+    assert verdict["checks"]["bad_fraction"] == 0
+
+
+def test_small_classes_and_imbalance_stop_the_run():
+    verdict = judge(report({"cat": {"train": 20}, "dog": {"train": 4}}), [], LIMITS, None)
+    assert not verdict["passed"]
+    assert any("class 'dog' has 4 images, fewer than the minimum of 5" in p for p in verdict["problems"])
+    assert any("'cat' has 20 images, 'dog' 4, a ratio of 5.0 over the bound of 3" in p for p in verdict["problems"])
+
+
+def test_one_class_is_not_a_classifier():
+    verdict = judge(report({"cat": {"train": 9}}), [], LIMITS, None)
+    assert "1 class(es) with usable images; a classifier needs at least 2" in verdict["problems"]
+
+
+def test_against_the_last_blessed_model_classes_and_drift():
+    previous = {"cat": 80, "dog": 20, "bird": 5}
+    verdict = judge(report({"cat": {"train": 8}, "dog": {"train": 8}, "fox": {"train": 8}}), [], LIMITS, previous)
+    assert "classes new since the last blessed model: fox" in verdict["warnings"]
+    assert "classes the last blessed model had that are gone now: bird" in verdict["warnings"]
+    assert verdict["checks"]["label_drift"] == pytest.approx(80 / 105 - 1 / 3)
+    assert any("label distribution drifted by 0.429" in p for p in verdict["problems"])
+
+
+def test_label_drift_is_the_largest_change_in_a_share():
+    assert label_drift({"a": 5, "b": 5}, {"a": 50, "b": 50}) == 0
+    assert label_drift({"a": 3, "b": 1}, {"a": 1, "b": 1}) == pytest.approx(0.25)
+    assert label_drift({}, {"a": 1}) == 0
+
+
+def test_tfdv_anomalies_become_sentences_that_stop_the_run(tmp_path):
+    anomalies = anomalies_pb2.Anomalies()
+    info = anomalies.anomaly_info["format"]
+    info.short_description = "Unexpected string values"
+    info.description = "Examples contain values missing from the schema: tiff (~5% of the examples)."
+    (tmp_path / "Split-train").mkdir()
+    (tmp_path / "Split-train" / "SchemaDiff.pb").write_bytes(anomalies.SerializeToString())
+    sentences = read_anomalies(str(tmp_path), ["train", "eval"])
+    assert sentences == [
+        "split 'train', feature 'format': Unexpected string values (Examples contain values missing "
+        "from the schema: tiff (~5% of the examples).); fix the data, or the contract in schemas/ if "
+        "the data is right"]
+    assert not judge(report(CLEAN), sentences, LIMITS, None)["passed"]
