@@ -13,6 +13,7 @@ serializes and writes each image in one fused step, so no image's bytes are
 ever held for a grouping or shipped between workers.
 """
 
+import array
 import csv
 import json
 import os
@@ -113,7 +114,7 @@ def list_images(data: str) -> tuple[list[Item], list[dict]]:
     return list_folder(data)
 
 
-def _percentiles(values: list[int]) -> dict[str, int]:
+def _percentiles(values) -> dict[str, int]:
     ordered = sorted(values)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
     return {"min": ordered[0], "p50": pick(0.5), "p95": pick(0.95), "max": ordered[-1]} if ordered else {}
@@ -128,11 +129,24 @@ def _size_histogram(sides: list[int]) -> dict[str, int]:
     return histogram
 
 
-def build_report(lines: list[dict], listing_quarantine: list[dict], files_seen: int) -> dict:
-    """Folds per-file outcomes into the counts a person and later stages read."""
+def _read_outcomes(outcome_dir: str) -> Iterable[dict]:
+    """The per-file outcomes the pipeline wrote, one at a time."""
+    for path in tf.io.gfile.glob(os.path.join(outcome_dir, "part*.jsonl")):
+        with tf.io.gfile.GFile(path) as f:
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)
+
+
+def build_report(lines: Iterable[dict], listing_quarantine: list[dict], files_seen: int) -> dict:
+    """Folds per-file outcomes into the counts a person and later stages read.
+
+    It streams the outcomes: what it keeps per ingested image is two integers
+    (for the size percentiles); only quarantined files are listed in full.
+    """
     per_split: dict[str, int] = {}
     per_class: dict[str, dict[str, int]] = {}
-    widths, heights = [], []
+    widths, heights = array.array("I"), array.array("I")
     quarantined = list(listing_quarantine)
     for line in lines:
         if line["kind"] == "quarantine":
@@ -220,11 +234,7 @@ def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
             | "WriteOutcomes" >> beam.io.WriteToText(os.path.join(outcome_dir, "part"), file_name_suffix=".jsonl")
         )
 
-    lines = []
-    for path in tf.io.gfile.glob(os.path.join(outcome_dir, "part*.jsonl")):
-        with tf.io.gfile.GFile(path) as f:
-            lines.extend(json.loads(line) for line in f if line.strip())
-    report = build_report(lines, listing_quarantine, len(items))
+    report = build_report(_read_outcomes(outcome_dir), listing_quarantine, len(items))
     report["data"] = data
     with tf.io.gfile.GFile(os.path.join(report_dir, REPORT_FILE), "w") as f:
         json.dump(report, f, indent=2)
