@@ -22,3 +22,9 @@ class DataVerdict(Artifact):
 # it): the training split's count per class, so a later run's DataGate can
 # measure drift against the data the served model learned from.
 LABEL_COUNTS_FILE = "thaw_label_counts.json"
+
+# TF Serving's warmup requests, in the SavedModel's assets.extra/.
+WARMUP_FILE = "tf_serving_warmup_requests"
+# The one input of serving_default: a batch of encoded images. The name ends in
+# _bytes, so TF Serving's REST API takes {"b64": ...} for it.
+SERVING_INPUT_KEY = "image_bytes"

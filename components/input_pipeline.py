@@ -46,3 +46,11 @@ def count_labels(file_patterns: list[str], class_names: list[str]) -> dict[str, 
         for i in ids:
             counts[int(i)] += 1
     return dict(zip(class_names, counts))
+
+
+def first_images(file_patterns: list[str], count: int) -> list[bytes]:
+    """The encoded bytes of the first ``count`` images, as stored (for warmup requests)."""
+    files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
+    spec = {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)}
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)
+    return [tf.io.parse_single_example(r, spec)[IMAGE_KEY].numpy() for r in ds]

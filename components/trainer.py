@@ -20,7 +20,7 @@ import tf_keras
 from components.backbone import load_backbone
 from components.export import export_model
 from components.artifacts import LABEL_COUNTS_FILE
-from components.input_pipeline import count_labels, make_dataset
+from components.input_pipeline import count_labels, first_images, make_dataset
 from components.model import build_classifier
 from components.preprocessing import LABEL_VOCABULARY
 from components.schedule import run_schedule, stages_from_config, write_results
@@ -28,6 +28,8 @@ from components.schedule import run_schedule, stages_from_config, write_results
 log = logging.getLogger(__name__)
 
 STAGE_RESULTS_FILE = "stages.json"
+# Real evaluation images replayed by TF Serving when it loads the model.
+WARMUP_IMAGES = 8
 
 
 def _seed_everything(seed: int) -> None:
@@ -61,7 +63,9 @@ def run_fn(fn_args) -> None:
     results = run_schedule(model, backbone, stages_from_config(training_cfg["stages"]),
                            train_ds, eval_ds, log_dir=fn_args.model_run_dir)
     write_results(results, os.path.join(fn_args.model_run_dir, STAGE_RESULTS_FILE))
-    export_model(model, tf_transform_output, class_names, image_size, fn_args.serving_model_dir)
+    export_model(model, tf_transform_output, class_names, image_size, fn_args.serving_model_dir,
+                 max_pixels=int(fn_args.custom_config["max_pixels"]),
+                 warmup_images=first_images(fn_args.eval_files, WARMUP_IMAGES))
     # The training data's class counts travel with the model (TF Serving ignores
     # this file), so the next run's DataGate can measure drift against them.
     extra = os.path.join(fn_args.serving_model_dir, "assets.extra")

@@ -4,6 +4,8 @@
   thaw run --data ~/images --output runs/1  # your images: one folder per class
   thaw run --config thaw.yaml --json        # a configuration file; JSON summary
   thaw ingest ~/images --output runs/check  # ingestion and data validation only
+  thaw predict --model thaw-output/serving cat.jpg   # classify with the pushed model
+  thaw rollback --output thaw-output        # serve the previous version again
   thaw demo --output build/demo             # make the demo data and backbone
   thaw summary runs/1                       # what the latest run in runs/1 did
 """
@@ -92,6 +94,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline.predict import PredictError, predict
+
+    try:
+        rows = predict(args.model, args.images, args.top_k)
+    except PredictError as exc:
+        print(f"thaw: {exc}", file=sys.stderr)
+        return 2
+    for row in rows:
+        others = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in row["top_k"][1:])
+        print(f"{row['image']}: {row['class']} {row['probability']:.3f}" + (f" (then {others})" if others else ""))
+    if args.json:
+        print(json.dumps(rows))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from components.serving_dir import ROLLED_BACK, rollback
+
+    overrides = {"output_dir": args.output} if args.output else {}
+    if args.serving_dir:
+        overrides["serving_dir"] = args.serving_dir
+    config = config_lib.load(args.config, overrides)
+    try:
+        removed, serving = rollback(config.serving_path)
+    except ValueError as exc:
+        print(f"thaw: {exc}", file=sys.stderr)
+        return 2
+    print(f"rolled back: version {removed} moved to {config.serving_path}/{ROLLED_BACK}/{removed}; "
+          f"TF Serving now serves version {serving}")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from pipeline.summary import summarize
 
@@ -147,6 +182,30 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--per-class", type=int, metavar="N", help="at most N images per class (default: all)")
     demo.add_argument("--force", action="store_true", help="remake it even when it is up to date")
     demo.set_defaults(func=cmd_demo)
+
+    predict = sub.add_parser(
+        "predict", help="classify images with a pushed model or a TF Serving endpoint",
+        description="Classify images with a local SavedModel (a version folder, or a serving directory: "
+                    "its newest version) or a TF Serving REST endpoint, and print the top classes.",
+        epilog="example: thaw predict --model http://localhost:8501/v1/models/thaw --json cat.jpg")
+    predict.add_argument("--model", required=True, metavar="DIR_OR_URL",
+                         help="a SavedModel or serving directory, or http://HOST:8501/v1/models/NAME "
+                              "(a bearer token may be given in THAW_SERVING_TOKEN)")
+    predict.add_argument("--top-k", type=int, default=3, metavar="K", help="classes to show per image (default: 3)")
+    predict.add_argument("--json", action="store_true", help="also print one JSON list, last: image, class, "
+                                                             "probability, top_k per image")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.set_defaults(func=cmd_predict)
+
+    rollback = sub.add_parser(
+        "rollback", help="take the newest served version out of service",
+        description="Move the newest version in the serving directory aside (into .rolled-back/, kept), so "
+                    "TF Serving falls back to the previous one. The next push gets a higher version still.",
+        epilog="example: thaw rollback --output thaw-output")
+    rollback.add_argument("--output", metavar="DIR", help="the runs' output directory (default: ./thaw-output)")
+    rollback.add_argument("--serving-dir", metavar="DIR", help="the serving directory, if configured elsewhere")
+    rollback.add_argument("--config", metavar="FILE", help="YAML configuration (its serving_dir is used)")
+    rollback.set_defaults(func=cmd_rollback)
 
     summary = sub.add_parser(
         "summary", help="summarize the latest run in an output directory",

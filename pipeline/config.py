@@ -176,6 +176,40 @@ class GateConfig:
             problems.append(f"{at}.min_accuracy: must be in [0, 1], got {self.min_accuracy}")
         if not 0 <= self.max_accuracy_drop <= 1:
             problems.append(f"{at}.max_accuracy_drop: must be in [0, 1], got {self.max_accuracy_drop}")
+        if self.min_accuracy == 0 and self.max_accuracy_drop >= 1:
+            # TFMA would bless anything (and with no threshold at all it writes
+            # no blessing: tfx issue 5148), so a gate that checks nothing is refused.
+            problems.append(f"{at}: min_accuracy 0 with max_accuracy_drop 1 lets every model through; "
+                            "set a floor or a maximum drop")
+
+
+@dataclass
+class ServingConfig:
+    """Serving validation's budgets, and how many pushed versions to keep."""
+
+    # Versions kept in the serving directory for rollback.
+    keep_versions: int = 5
+    # p99 latency budgets, in milliseconds, for one image and for a batch.
+    p99_ms_batch_1: float = 1000.0
+    p99_ms_batch_n: float = 10000.0
+    batch_size: int = 32
+    # A model that has not answered everything by then is treated as hung.
+    timeout_s: int = 600
+
+    def budgets(self) -> dict[str, float]:
+        return {"p99_ms_batch_1": self.p99_ms_batch_1, "p99_ms_batch_n": self.p99_ms_batch_n,
+                "batch_size": self.batch_size}
+
+    def check(self, problems: list[str], at: str) -> None:
+        if self.keep_versions < 1:
+            problems.append(f"{at}.keep_versions: must be >= 1 (the version being served), got {self.keep_versions}")
+        for name in ("p99_ms_batch_1", "p99_ms_batch_n"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{at}.{name}: must be > 0 milliseconds, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            problems.append(f"{at}.batch_size: must be >= 2 (batch 1 is measured anyway), got {self.batch_size}")
+        if self.timeout_s < 10:
+            problems.append(f"{at}.timeout_s: must be >= 10 seconds, got {self.timeout_s}")
 
 
 @dataclass
@@ -199,6 +233,7 @@ class ThawConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
     def check(self, problems: list[str], at: str) -> None:
         if not self.pipeline_name.replace("-", "").replace("_", "").isalnum():
@@ -278,7 +313,7 @@ def _build(cls: type, data: dict[str, Any], at: str, problems: list[str]):
 def _validate(config: ThawConfig, source: str) -> ThawConfig:
     problems: list[str] = []
     config.check(problems, "")
-    for section in ("data", "backbone", "training", "gate"):
+    for section in ("data", "backbone", "training", "gate", "serving"):
         getattr(config, section).check(problems, section)
     if problems:
         raise ConfigError(source, problems)

@@ -18,6 +18,8 @@ from tfx.proto import transform_pb2
 
 from components.data_gate import DataGate
 from components.image_example_gen import ImageExampleGen
+from components.pusher import AtomicPusher
+from components.serving_validator import ServingValidator
 from components.preprocessing import LABEL_ID_KEY, LABEL_KEY
 from pipeline.config import ThawConfig
 
@@ -131,6 +133,7 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
                 custom_config={
                     "backbone": dataclasses.asdict(config.backbone),
                     "training": dataclasses.asdict(config.training),
+                    "max_pixels": config.data.max_pixels,
                 },
             )
 
@@ -143,15 +146,23 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
                 eval_config=eval_config(config),
             )
 
-            # Ships a blessed model to the directory TF Serving polls.
-            pusher = tfx.components.Pusher(
+            # Will TF Serving load it and answer well? -> InfraBlessing.
+            serving_validator = ServingValidator(
+                model=trainer.outputs["model"],
+                budgets_json=json.dumps(config.serving.budgets()),
+                max_pixels=config.data.max_pixels,
+                timeout_s=config.serving.timeout_s,
+            )
+
+            # Blessed twice: the next version in TF Serving's directory, atomically.
+            pusher = AtomicPusher(
                 model=trainer.outputs["model"],
                 model_blessing=evaluator.outputs["blessing"],
-                push_destination=tfx.proto.PushDestination(
-                    filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_path)
-                ),
+                infra_blessing=serving_validator.outputs["blessing"],
+                base_directory=config.serving_path,
+                keep_versions=config.serving.keep_versions,
             )
-            components += [transform, trainer, evaluator, pusher]
+            components += [transform, trainer, evaluator, serving_validator, pusher]
 
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,

@@ -20,6 +20,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components.data_gate import VERDICT_FILE
 from components.image_example_gen import REPORT_FILE
+from components.serving_validator import REPORT_FILE as SERVING_REPORT_FILE
 
 _OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
 
@@ -40,6 +41,8 @@ class RunSummary:
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     baseline_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     blessed: bool | None = None
+    serving_passed: bool | None = None
+    serving: dict[str, Any] = dataclasses.field(default_factory=dict)
     verdict: list[str] = dataclasses.field(default_factory=list)
     pushed: bool = False
     pushed_to: str = ""
@@ -84,6 +87,15 @@ class RunSummary:
             out.append("gate: BLESSED")
         else:
             out.append("gate: not blessed: " + "; ".join(self.verdict or ["see the Evaluator's output"]))
+        if self.serving_passed is not None:
+            latency = ", ".join(f"{k.replace('_', ' ')} p50 {v['p50']:.1f} ms p99 {v['p99']:.1f} ms"
+                                for k, v in self.serving.get("latency_ms", {}).items())
+            rejected = sum(1 for r in self.serving.get("bad_inputs", {}).values() if r == "InvalidArgument")
+            detail = f"{latency}; {rejected} of {len(self.serving.get('bad_inputs', {}))} bad inputs rejected"
+            if self.serving_passed:
+                out.append(f"serving validation: passed ({detail})")
+            else:
+                out.append("serving validation: FAILED: " + "; ".join(self.serving.get("problems", [])))
         if self.pushed:
             out.append(f"pushed: {self.pushed_to}")
         elif self.blessed is not None:
@@ -158,17 +170,24 @@ def _slice_name(slice_key) -> str:
     return ", ".join(f"{k.column}={k.bytes_value.decode() if k.bytes_value else k.int64_value}" for k in keys)
 
 
-def _verdict(evaluation_uri: str) -> list[str]:
-    """Each failed threshold: which metric and slice, the candidate's value, the threshold."""
+def _verdict(evaluation_uri: str, candidate: dict[str, float], baseline: dict[str, float]) -> list[str]:
+    """Each failed threshold: which metric and slice, the candidate's value, the baseline's, the threshold."""
     result = tfma.load_validation_result(evaluation_uri)
     lines = []
     for per_slice in result.metric_validations_per_slice:
         for failure in per_slice.failures:
-            name = failure.metric_key.name
+            key = failure.metric_key.name
+            short = "accuracy" if key == "sparse_categorical_accuracy" else key
+            value = failure.metric_value.double_value.value
+            where = _slice_name(per_slice.slice_key)
             if failure.metric_key.is_diff:
-                name += " change against the last blessed model"
-            lines.append(f"{name} ({_slice_name(per_slice.slice_key)}) is "
-                         f"{failure.metric_value.double_value.value:.4f}; the gate needs "
+                values = (f"the candidate's {candidate.get(short, float('nan')):.4f} against the baseline's "
+                          f"{baseline.get(short, float('nan')):.4f} is a change of {value:+.4f}")
+            else:
+                values = f"the candidate's is {value:.4f}"
+                if where == "overall" and short in baseline:
+                    values += f" (the baseline's {baseline[short]:.4f})"
+            lines.append(f"{short} ({where}): {values}; the gate needs "
                          f"{_describe_threshold(failure.metric_threshold)}")
     if not lines and result.missing_thresholds:
         lines.append("thresholds were configured but their metrics are missing from the evaluation")
@@ -216,9 +235,15 @@ def summarize(metadata_path: str) -> RunSummary:
                 summary.stages = [{k: v for k, v in s.items() if k != "history"} for s in json.load(f)]
     for evaluation in outputs.get("ModelEvaluation", []):
         summary.metrics, summary.baseline_metrics = _metric_values(evaluation.uri)
-        summary.verdict = _verdict(evaluation.uri)
+        summary.verdict = _verdict(evaluation.uri, summary.metrics, summary.baseline_metrics)
     for blessing in outputs.get("ModelBlessing", []):
         summary.blessed = bool(blessing.custom_properties["blessed"].int_value)
+    for infra in outputs.get("InfraBlessing", []):
+        path = os.path.join(infra.uri, SERVING_REPORT_FILE)
+        if tf.io.gfile.exists(path):
+            with tf.io.gfile.GFile(path) as f:
+                summary.serving = json.load(f)
+            summary.serving_passed = bool(summary.serving["passed"])
     for pushed in outputs.get("PushedModel", []):
         summary.pushed = bool(pushed.custom_properties["pushed"].int_value)
         if summary.pushed:

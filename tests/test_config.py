@@ -144,3 +144,18 @@ def test_a_manifest_is_a_valid_data_root(workdir):
     (workdir / "images.csv").write_text("uri,label\n")
     config = config_lib.load(None, {"data.root": "images.csv"})
     assert config.data.root == str(workdir / "images.csv")
+
+
+def test_a_gate_that_checks_nothing_is_refused(workdir):
+    with pytest.raises(ConfigError, match="gate: min_accuracy 0 with max_accuracy_drop 1 lets every model through"):
+        config_lib.load(None, {"gate.min_accuracy": 0, "gate.max_accuracy_drop": 1})
+    config_lib.load(None, {"gate.min_accuracy": 0, "gate.max_accuracy_drop": 0.05})  # a drop limit alone is a gate
+
+
+def test_serving_budgets_are_checked(workdir):
+    config = config_lib.load()
+    assert config.serving.budgets() == {"p99_ms_batch_1": 1000.0, "p99_ms_batch_n": 10000.0, "batch_size": 32}
+    with pytest.raises(ConfigError) as err:
+        config_lib.load(None, {"serving.keep_versions": 0, "serving.p99_ms_batch_1": -1, "serving.batch_size": 1})
+    for field in ("serving.keep_versions", "serving.p99_ms_batch_1", "serving.batch_size"):
+        assert field in str(err.value), field

@@ -1,7 +1,11 @@
 """The real DAG on tiny real data: ingested, trained, blessed, pushed, served."""
 
+import base64
+import contextlib
+import http.server
 import json
 import shutil
+import threading
 import subprocess
 import sys
 from pathlib import Path
@@ -73,17 +77,134 @@ def test_the_pushed_model_classifies_images_in_a_fresh_process(first_run, tiny_d
     assert accuracy >= 0.6, list(zip(truth, out["classes"]))
 
 
-def test_the_next_run_is_gated_against_the_last_blessed_model(first_run):
+def test_the_pushed_model_passed_serving_validation(first_run):
+    _, summary = first_run
+    assert summary.serving_passed is True and summary.serving["problems"] == []
+    assert set(summary.serving["bad_inputs"].values()) == {"InvalidArgument"}
+    assert len(summary.serving["bad_inputs"]) == 4
+    assert set(summary.serving["latency_ms"]) == {"batch_1", "batch_32"}
+
+
+def test_the_warmup_requests_are_prediction_logs_of_real_images(first_run):
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    _, summary = first_run
+    path = Path(summary.pushed_to) / "assets.extra" / "tf_serving_warmup_requests"
+    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(path))]
+    assert len(logs) == 9  # 8 single images, then one batch of all 8
+    request = logs[0].predict_log.request
+    assert request.model_spec.signature_name == "serving_default"
+    image = tf.make_ndarray(request.inputs["image_bytes"])[0]
+    assert tf.io.decode_image(image).shape[-1] in (1, 3)
+
+
+def test_predict_with_the_pushed_model_locally_and_over_rest(first_run, tiny_demo, capsys):
+    _, summary = first_run
+    serving = str(Path(summary.pushed_to).parent)
+    images = [str(p) for p in sorted(Path(tiny_demo["data"]).glob("*/*.png"))[:4]]
+    assert cli.main(["predict", "--model", serving, "--json", *images]) == 0
+    local = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [row["image"] for row in local] == images
+    assert all(set(row) >= {"image", "class", "probability", "top_k"} for row in local)
+    assert all(row["class"] in summary.classes and 0 < row["probability"] <= 1 for row in local)
+    with rest_server(summary.pushed_to) as url:
+        assert cli.main(["predict", "--model", f"{url}/v1/models/thaw", "--json", *images]) == 0
+        remote = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert [(r["class"], round(r["probability"], 4)) for r in remote] == [
+            (r["class"], round(r["probability"], 4)) for r in local]
+        not_an_image = Path(images[0]).with_name("notes.txt")
+        not_an_image.write_text("no pixels here")
+        try:
+            assert cli.main(["predict", "--model", f"{url}/v1/models/thaw", str(not_an_image)]) == 2
+        finally:
+            not_an_image.unlink()
+        assert f"{not_an_image}: {url}/v1/models/thaw:predict answered 400" in capsys.readouterr().err
+
+
+def test_a_worse_candidate_is_not_pushed_and_serving_is_untouched(first_run):
     config, first = first_run
-    config.gate.min_accuracy = 1.0  # a floor no model here reaches: must not push
-    config.training.stages = config.training.stages[:1]
-    before = sorted(p.name for p in Path(config.serving_path).iterdir())
+    config.gate.min_accuracy = 0.0  # only the comparison with the last blessed model can stop it
+    config.training.stages = [config_lib.StageConfig(name="barely", epochs=1, unfreeze_top_layers=0,
+                                                     learning_rate=1e-6)]
+    before = snapshot(config.serving_path)
     summary = run_local(config)
     assert summary.baseline_metrics["accuracy"] == pytest.approx(first.metrics["accuracy"])
+    assert summary.metrics["accuracy"] < first.metrics["accuracy"]
     assert summary.blessed is False and not summary.pushed
-    assert any("is " in line and "at least 1" in line for line in summary.verdict), summary.verdict
-    assert any("not blessed" in line for line in summary.lines())
-    assert sorted(p.name for p in Path(config.serving_path).iterdir()) == before
+    assert len(summary.verdict) == 1 and "change of -" in summary.verdict[0], summary.verdict
+    assert f"the baseline's {first.metrics['accuracy']:.4f}" in summary.verdict[0]
+    assert any(line.startswith("gate: not blessed: accuracy (overall)") for line in summary.lines())
+    assert snapshot(config.serving_path) == before
+
+
+def test_rollback_serves_the_previous_version_again(first_run, capsys):
+    from components import serving_dir
+
+    config, first = first_run
+    newer = serving_dir.push(first.pushed_to, config.serving_path, keep=5)
+    assert cli.main(["rollback", "--output", config.output_dir]) == 0
+    assert f"TF Serving now serves version {Path(first.pushed_to).name}" in capsys.readouterr().out
+    assert serving_dir.versions(config.serving_path)[-1] == int(Path(first.pushed_to).name)
+    assert not Path(newer).exists()
+
+
+def snapshot(folder: str) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+@contextlib.contextmanager
+def rest_server(model_dir: str):
+    """A local stand-in for TF Serving's REST predict endpoint, backed by the real model.
+
+    It follows TF Serving's documented row format: {"instances": [{"b64": ...}]}
+    in, {"predictions": [{output: value, ...}]} out, 400 with {"error"} on bad input.
+    """
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(model_dir).signatures["serving_default"]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path != "/v1/models/thaw:predict" or body.get("signature_name") != "serving_default":
+                return self._answer(404, {"error": f"no such endpoint {self.path}"})
+            try:
+                images = [base64.b64decode(i["b64"]) for i in body["instances"]]
+                out = serve(image_bytes=tf.constant(images))
+            except tf.errors.InvalidArgumentError as exc:
+                return self._answer(400, {"error": str(exc).splitlines()[0]})
+            rows = [{k: json_value(v.numpy()[i]) for k, v in out.items()} for i in range(len(images))]
+            self._answer(200, {"predictions": rows})
+
+        def _answer(self, status, payload):
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def json_value(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, list):
+        return [v.decode() if isinstance(v, bytes) else v for v in value]
+    return value
 
 
 def test_anomalies_and_small_classes_stop_the_run_before_training(tiny_demo, workdir, capsys):

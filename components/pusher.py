@@ -1,0 +1,36 @@
+"""AtomicPusher: a model blessed by both gates becomes the next version TF Serving serves.
+
+The stock Pusher copies straight into the version folder TF Serving polls, so
+TF Serving can load a half-copied model (tfx issue 4466). This one publishes
+through components.serving_dir: staged, saved_model.pb last, renamed into
+place, older versions pruned to the configured number.
+"""
+
+import os
+
+from tfx import v1 as tfx
+from tfx.types import standard_artifacts
+from tfx.utils import path_utils
+
+from components import serving_dir
+
+
+@tfx.dsl.components.component
+def AtomicPusher(
+    model: tfx.dsl.components.InputArtifact[standard_artifacts.Model],
+    model_blessing: tfx.dsl.components.InputArtifact[standard_artifacts.ModelBlessing],
+    infra_blessing: tfx.dsl.components.InputArtifact[standard_artifacts.InfraBlessing],
+    pushed_model: tfx.dsl.components.OutputArtifact[standard_artifacts.PushedModel],
+    base_directory: tfx.dsl.components.Parameter[str],
+    keep_versions: tfx.dsl.components.Parameter[int] = 5,
+) -> None:
+    """Pushes only when the Evaluator and the ServingValidator both blessed the model."""
+    blessed = (model_blessing.get_int_custom_property("blessed") == 1
+               and infra_blessing.get_int_custom_property("blessed") == 1)
+    if not blessed:
+        pushed_model.set_int_custom_property("pushed", 0)
+        return
+    destination = serving_dir.push(path_utils.serving_model_path(model.uri), base_directory, keep_versions)
+    pushed_model.set_int_custom_property("pushed", 1)
+    pushed_model.set_string_custom_property("pushed_destination", destination)
+    pushed_model.set_string_custom_property("pushed_version", os.path.basename(destination))
