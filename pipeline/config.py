@@ -170,8 +170,19 @@ class GateConfig:
     # Against the last blessed model: how much accuracy may drop (0: must not
     # be worse). Ignored on the first run, when there is no baseline.
     max_accuracy_drop: float = 0.0
+    # Optional floors on recall (the share of a class's images predicted as
+    # it), each checked on the eval split; 0 and {} turn them off.
+    min_macro_recall: float = 0.0          # the mean of the classes' recalls
+    min_class_recall: float = 0.0          # every class's recall
+    class_recall_floors: dict[str, float] = field(default_factory=dict)  # by class name
 
     def check(self, problems: list[str], at: str) -> None:
+        for name in ("min_macro_recall", "min_class_recall"):
+            if not 0 <= getattr(self, name) <= 1:
+                problems.append(f"{at}.{name}: must be in [0, 1], got {getattr(self, name)}")
+        for name, floor in self.class_recall_floors.items():
+            if not 0 < floor <= 1:
+                problems.append(f"{at}.class_recall_floors.{name}: must be in (0, 1], got {floor}")
         if not 0 <= self.min_accuracy <= 1:
             problems.append(f"{at}.min_accuracy: must be in [0, 1], got {self.min_accuracy}")
         if not 0 <= self.max_accuracy_drop <= 1:

@@ -25,14 +25,15 @@ from pipeline.config import ThawConfig
 
 PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
+TFMA_METRICS = "components.tfma_metrics"
 
 
 def eval_config(config: ThawConfig) -> config_pb2.EvalConfig:
     """The promotion gate: an accuracy floor, and no worse than the last blessed model.
 
-    The thresholds apply to the overall slice; the per-label slices are
-    computed for the report. With no baseline (the first run) TFMA checks the
-    floor alone.
+    The accuracy thresholds apply to the overall slice; optional recall floors
+    apply per class (each label slice) and to the macro recall. With no
+    baseline (the first run) TFMA checks the floors alone.
     """
     accuracy_gate = config_pb2.MetricThreshold(
         value_threshold=config_pb2.GenericValueThreshold(lower_bound={"value": config.gate.min_accuracy}),
@@ -42,6 +43,20 @@ def eval_config(config: ThawConfig) -> config_pb2.EvalConfig:
         ),
     )
     overall = config_pb2.SlicingSpec()
+    by_label = config_pb2.SlicingSpec(feature_keys=[LABEL_KEY])
+    # A class's recall is the accuracy on its own label slice.
+    class_floors = []
+    if config.gate.min_class_recall:
+        class_floors.append(config_pb2.PerSliceMetricThreshold(
+            slicing_specs=[by_label], threshold=_at_least(config.gate.min_class_recall)))
+    for name, floor in sorted(config.gate.class_recall_floors.items()):
+        class_floors.append(config_pb2.PerSliceMetricThreshold(
+            slicing_specs=[config_pb2.SlicingSpec(feature_values={LABEL_KEY: name})],
+            threshold=_at_least(floor)))
+    macro_recall = config_pb2.MetricConfig(class_name="MacroRecall", module=TFMA_METRICS)
+    if config.gate.min_macro_recall:
+        macro_recall.per_slice_thresholds.append(config_pb2.PerSliceMetricThreshold(
+            slicing_specs=[overall], threshold=_at_least(config.gate.min_macro_recall)))
     return config_pb2.EvalConfig(
         model_specs=[config_pb2.ModelSpec(
             signature_name="serving_examples",
@@ -49,16 +64,22 @@ def eval_config(config: ThawConfig) -> config_pb2.EvalConfig:
             label_key=LABEL_ID_KEY,
             prediction_key="probabilities",
         )],
-        slicing_specs=[overall, config_pb2.SlicingSpec(feature_keys=[LABEL_KEY])],
+        slicing_specs=[overall, by_label],
         metrics_specs=[config_pb2.MetricsSpec(metrics=[
             config_pb2.MetricConfig(class_name="ExampleCount"),
             config_pb2.MetricConfig(
                 class_name="SparseCategoricalAccuracy",
                 per_slice_thresholds=[config_pb2.PerSliceMetricThreshold(
-                    slicing_specs=[overall], threshold=accuracy_gate)],
+                    slicing_specs=[overall], threshold=accuracy_gate)] + class_floors,
             ),
+            macro_recall,
         ])],
     )
+
+
+def _at_least(value: float) -> config_pb2.MetricThreshold:
+    return config_pb2.MetricThreshold(
+        value_threshold=config_pb2.GenericValueThreshold(lower_bound={"value": value}))
 
 
 def create_pipeline(config: ThawConfig, metadata_connection_config=None,

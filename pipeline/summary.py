@@ -170,6 +170,11 @@ def _slice_name(slice_key) -> str:
     return ", ".join(f"{k.column}={k.bytes_value.decode() if k.bytes_value else k.int64_value}" for k in keys)
 
 
+def _slice_name_of_spec(spec) -> str:
+    values = ", ".join(f"{k}={v}" for k, v in spec.feature_values.items())
+    return values or ("by " + ", ".join(spec.feature_keys) if spec.feature_keys else "overall")
+
+
 def _verdict(evaluation_uri: str, candidate: dict[str, float], baseline: dict[str, float]) -> list[str]:
     """Each failed threshold: which metric and slice, the candidate's value, the baseline's, the threshold."""
     result = tfma.load_validation_result(evaluation_uri)
@@ -189,6 +194,8 @@ def _verdict(evaluation_uri: str, candidate: dict[str, float], baseline: dict[st
                     values += f" (the baseline's {baseline[short]:.4f})"
             lines.append(f"{short} ({where}): {values}; the gate needs "
                          f"{_describe_threshold(failure.metric_threshold)}")
+    for spec in result.missing_slices:
+        lines.append(f"the slice {_slice_name_of_spec(spec)} has a threshold but no eval images")
     if not lines and result.missing_thresholds:
         lines.append("thresholds were configured but their metrics are missing from the evaluation")
     return lines

@@ -46,6 +46,8 @@ def first_run(tiny_demo, tmp_path_factory):
         "output_dir": str(out),
         "beam_pipeline_args": ["--direct_running_mode=in_memory"],
         "gate.min_accuracy": 0.6,
+        "gate.min_macro_recall": 0.5,
+        "gate.min_class_recall": 0.2,
     })
     return config, run_local(config)
 
@@ -59,6 +61,7 @@ def test_the_pipeline_ingests_trains_blesses_and_pushes(first_run):
     assert summary.stages[1]["trainable_params"] > summary.stages[0]["trainable_params"]
     assert summary.metrics["accuracy"] >= 0.6
     assert summary.metrics["example_count"] == summary.splits["eval"]
+    assert 0.5 <= summary.metrics["macro_recall"] <= 1
     assert summary.blessed is True and summary.verdict == []
     assert summary.pushed and Path(summary.pushed_to).parent == Path(config.serving_path)
     assert (Path(summary.pushed_to) / "saved_model.pb").exists()
@@ -124,7 +127,9 @@ def test_predict_with_the_pushed_model_locally_and_over_rest(first_run, tiny_dem
 
 def test_a_worse_candidate_is_not_pushed_and_serving_is_untouched(first_run):
     config, first = first_run
-    config.gate.min_accuracy = 0.0  # only the comparison with the last blessed model can stop it
+    config.gate.min_accuracy = 0.0  # the comparison with the last blessed model stops it,
+    config.gate.min_macro_recall = config.gate.min_class_recall = 0.0
+    config.gate.class_recall_floors = {"five": 0.99}  # and so does one class's recall
     config.training.stages = [config_lib.StageConfig(name="barely", epochs=1, unfreeze_top_layers=0,
                                                      learning_rate=1e-6)]
     before = snapshot(config.serving_path)
@@ -132,8 +137,9 @@ def test_a_worse_candidate_is_not_pushed_and_serving_is_untouched(first_run):
     assert summary.baseline_metrics["accuracy"] == pytest.approx(first.metrics["accuracy"])
     assert summary.metrics["accuracy"] < first.metrics["accuracy"]
     assert summary.blessed is False and not summary.pushed
-    assert len(summary.verdict) == 1 and "change of -" in summary.verdict[0], summary.verdict
-    assert f"the baseline's {first.metrics['accuracy']:.4f}" in summary.verdict[0]
+    change = [line for line in summary.verdict if "change of -" in line]
+    assert len(change) == 1 and f"the baseline's {first.metrics['accuracy']:.4f}" in change[0], summary.verdict
+    assert any(line.startswith("accuracy (label=five)") and "at least 0.99" in line for line in summary.verdict)
     assert any(line.startswith("gate: not blessed: accuracy (overall)") for line in summary.lines())
     assert snapshot(config.serving_path) == before
 
