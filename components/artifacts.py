@@ -28,3 +28,6 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 # The one input of serving_default: a batch of encoded images. The name ends in
 # _bytes, so TF Serving's REST API takes {"b64": ...} for it.
 SERVING_INPUT_KEY = "image_bytes"
+# The trainer's per-stage results (trainable parameters, learning rate,
+# epochs, best validation accuracy, history), in the ModelRun artifact.
+STAGE_RESULTS_FILE = "stages.json"

@@ -19,7 +19,7 @@ import tf_keras
 
 from components.backbone import load_backbone
 from components.export import export_model
-from components.artifacts import LABEL_COUNTS_FILE
+from components.artifacts import LABEL_COUNTS_FILE, STAGE_RESULTS_FILE
 from components.input_pipeline import count_labels, first_images, make_dataset
 from components.model import build_classifier
 from components.preprocessing import LABEL_VOCABULARY
@@ -27,7 +27,6 @@ from components.schedule import run_schedule, stages_from_config, write_results
 
 log = logging.getLogger(__name__)
 
-STAGE_RESULTS_FILE = "stages.json"
 # Real evaluation images replayed by TF Serving when it loads the model.
 WARMUP_IMAGES = 8
 

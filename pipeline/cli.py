@@ -135,6 +135,16 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+DATA_HELP = "folder with one subfolder of images per class, or a .csv/.jsonl manifest of uri,label rows"
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options run and ingest share."""
+    parser.add_argument("--output", metavar="DIR", help="where the run writes everything (default: ./thaw-output)")
+    parser.add_argument("--config", metavar="FILE", help="YAML configuration (see thaw.example.yaml)")
+    parser.add_argument("--json", action="store_true", help="also print the summary as one JSON line, last")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="thaw",
@@ -151,11 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the whole pipeline on LocalDagRunner: ingest, validate, transform, train, "
                     "evaluate against the last blessed model, push if blessed. Ends with a summary.",
         epilog="example: thaw run --data ~/images --output runs/flowers")
-    run.add_argument("--data", metavar="DATA", help="folder with one subfolder of images per class, or a "
-                                                    ".csv/.jsonl manifest of uri,label rows (default: the bundled demo)")
-    run.add_argument("--output", metavar="DIR", help="where the run writes everything (default: ./thaw-output)")
-    run.add_argument("--config", metavar="FILE", help="YAML configuration (see thaw.example.yaml)")
-    run.add_argument("--json", action="store_true", help="also print the summary as one JSON line, last")
+    run.add_argument("--data", metavar="DATA", help=f"{DATA_HELP} (default: the bundled demo)")
+    _add_run_options(run)
     run.set_defaults(func=cmd_run)
 
     ingest = sub.add_parser(
@@ -165,11 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(bad-file share, images per class, balance, drift). Exits 3 when the data would "
                     "stop a run.",
         epilog="example: thaw ingest ~/images --output runs/check --json")
-    ingest.add_argument("data", metavar="DATA", help="folder with one subfolder of images per class, "
-                                                     "or a .csv/.jsonl manifest of uri,label rows")
-    ingest.add_argument("--output", metavar="DIR", help="where to write (default: ./thaw-output)")
-    ingest.add_argument("--config", metavar="FILE", help="YAML configuration (see thaw.example.yaml)")
-    ingest.add_argument("--json", action="store_true", help="also print the summary as one JSON line, last")
+    ingest.add_argument("data", metavar="DATA", help=DATA_HELP)
+    _add_run_options(ingest)
     ingest.set_defaults(func=cmd_ingest)
 
     demo = sub.add_parser(

@@ -18,6 +18,7 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components.artifacts import STAGE_RESULTS_FILE
 from components.data_gate import VERDICT_FILE
 from components.image_example_gen import REPORT_FILE
 from components.serving_validator import REPORT_FILE as SERVING_REPORT_FILE
@@ -201,6 +202,15 @@ def _verdict(evaluation_uri: str, candidate: dict[str, float], baseline: dict[st
     return lines
 
 
+def _read_json(folder: str, name: str):
+    """An artifact's JSON file, or None when the component did not write it."""
+    path = os.path.join(folder, name)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
 def summarize(metadata_path: str) -> RunSummary:
     """Reads the latest run in the metadata store at ``metadata_path``."""
     if not os.path.exists(metadata_path):
@@ -217,40 +227,34 @@ def summarize(metadata_path: str) -> RunSummary:
     outputs = _outputs_by_type(store, run)
 
     for report in outputs.get("ThawIngestionReport", []):
-        path = os.path.join(report.uri, REPORT_FILE)
-        if tf.io.gfile.exists(path):
-            with tf.io.gfile.GFile(path) as f:
-                data = json.load(f)
+        data = _read_json(report.uri, REPORT_FILE)
+        if data:
             summary.classes = data["classes"]
             summary.ingested = data["ingested"]
             summary.splits = data["splits"]
             summary.quarantined = data["quarantined"]
             summary.sizes = data.get("sizes", {})
     for verdict in outputs.get("ThawDataVerdict", []):
-        path = os.path.join(verdict.uri, VERDICT_FILE)
-        if tf.io.gfile.exists(path):
-            with tf.io.gfile.GFile(path) as f:
-                data = json.load(f)
+        data = _read_json(verdict.uri, VERDICT_FILE)
+        if data:
             summary.data_passed = data["passed"]
             summary.problems = data["problems"]
             summary.warnings = data["warnings"]
             summary.data_checks = data["checks"]
     for model_run in outputs.get("ModelRun", []):
-        path = os.path.join(model_run.uri, "stages.json")
-        if tf.io.gfile.exists(path):
-            with tf.io.gfile.GFile(path) as f:
-                summary.stages = [{k: v for k, v in s.items() if k != "history"} for s in json.load(f)]
+        stages = _read_json(model_run.uri, STAGE_RESULTS_FILE)
+        if stages:
+            summary.stages = [{k: v for k, v in s.items() if k != "history"} for s in stages]
     for evaluation in outputs.get("ModelEvaluation", []):
         summary.metrics, summary.baseline_metrics = _metric_values(evaluation.uri)
         summary.verdict = _verdict(evaluation.uri, summary.metrics, summary.baseline_metrics)
     for blessing in outputs.get("ModelBlessing", []):
         summary.blessed = bool(blessing.custom_properties["blessed"].int_value)
     for infra in outputs.get("InfraBlessing", []):
-        path = os.path.join(infra.uri, SERVING_REPORT_FILE)
-        if tf.io.gfile.exists(path):
-            with tf.io.gfile.GFile(path) as f:
-                summary.serving = json.load(f)
-            summary.serving_passed = bool(summary.serving["passed"])
+        data = _read_json(infra.uri, SERVING_REPORT_FILE)
+        if data:
+            summary.serving = data
+            summary.serving_passed = bool(data["passed"])
     for pushed in outputs.get("PushedModel", []):
         summary.pushed = bool(pushed.custom_properties["pushed"].int_value)
         if summary.pushed:
