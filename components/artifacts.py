@@ -7,7 +7,8 @@ class IngestionReport(Artifact):
     """What ingestion did with every file: counts per split and class, and each
     quarantined path with its reason (ingestion_report.json)."""
 
-    TYPE_NAME = "ThawIngestionReport"
+    # namespace.Name: the form Kubeflow Pipelines v2 requires of custom types.
+    TYPE_NAME = "thaw.IngestionReport"
 
 
 class DataVerdict(Artifact):
@@ -15,7 +16,7 @@ class DataVerdict(Artifact):
     the run, the warnings, and the numbers behind them. Custom property
     ``passed`` is 1 when training may go ahead."""
 
-    TYPE_NAME = "ThawDataVerdict"
+    TYPE_NAME = "thaw.DataVerdict"
 
 
 # Written by the trainer into the SavedModel's assets.extra/ (TF Serving ignores

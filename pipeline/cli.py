@@ -6,6 +6,7 @@
   thaw ingest ~/images --output runs/check  # ingestion and data validation only
   thaw predict --model thaw-output/serving cat.jpg   # classify with the pushed model
   thaw rollback --output thaw-output        # serve the previous version again
+  thaw compile --config cluster.yaml        # a KFP v2 spec for the Kubeflow Pipelines UI
   thaw demo --output build/demo             # make the demo data and backbone
   thaw summary runs/1                       # what the latest run in runs/1 did
 """
@@ -127,6 +128,17 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compile(args: argparse.Namespace) -> int:
+    from pipeline.kubeflow import compile_pipeline
+
+    config = config_lib.load(args.config)
+    path = compile_pipeline(config, args.output)
+    print(f"wrote {path}: the KFP v2 pipeline '{config.pipeline_name}', image {config.kubeflow.image}, "
+          f"Trainer with {config.kubeflow.trainer_gpus} x {config.kubeflow.gpu_resource}; "
+          "upload it in the Kubeflow Pipelines UI or with the kfp client")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from pipeline.summary import summarize
 
@@ -210,6 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--serving-dir", metavar="DIR", help="the serving directory, if configured elsewhere")
     rollback.add_argument("--config", metavar="FILE", help="YAML configuration (its serving_dir is used)")
     rollback.set_defaults(func=cmd_rollback)
+
+    compile_ = sub.add_parser(
+        "compile", help="compile the pipeline for Kubeflow Pipelines (a KFP v2 spec in YAML)",
+        description="Compile the same DAG with KubeflowV2DagRunner to a KFP v2 pipeline spec the Kubeflow "
+                    "UI and the kfp client upload; the image, the Trainer's GPUs, CPU and memory, node "
+                    "selector and tolerations come from the configuration's kubeflow section.",
+        epilog="example: thaw compile --config cluster.yaml --output pipeline.yaml")
+    compile_.add_argument("--config", metavar="FILE", help="YAML configuration; on a cluster its paths must be "
+                                                           "gs:// or mounted volumes")
+    compile_.add_argument("--output", metavar="FILE", default="pipeline.yaml", help="default: %(default)s")
+    compile_.set_defaults(func=cmd_compile)
 
     summary = sub.add_parser(
         "summary", help="summarize the latest run in an output directory",

@@ -224,6 +224,37 @@ class ServingConfig:
 
 
 @dataclass
+class KubeflowConfig:
+    """How the compiled pipeline runs on Kubeflow Pipelines (thaw compile)."""
+
+    # The image every component runs: built from this repository's Dockerfile.
+    image: str = "thaw:latest"
+    # The Trainer's resources; trainer_gpus 0 trains on the CPU.
+    trainer_gpus: int = 1
+    gpu_resource: str = "nvidia.com/gpu"
+    trainer_cpu: float = 4.0
+    trainer_memory: str = "16G"
+    # Where the Trainer's pod may run: GPU node pools are usually labelled and tainted.
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, str]] = field(default_factory=lambda: [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+
+    def check(self, problems: list[str], at: str) -> None:
+        if not self.image:
+            problems.append(f"{at}.image: name the pipeline image (built from the Dockerfile)")
+        if self.trainer_gpus < 0:
+            problems.append(f"{at}.trainer_gpus: must be >= 0, got {self.trainer_gpus}")
+        if self.trainer_cpu <= 0:
+            problems.append(f"{at}.trainer_cpu: must be > 0, got {self.trainer_cpu}")
+        if not self.trainer_memory[:-1].replace(".", "").isdigit() or self.trainer_memory[-1] not in "KMGT":
+            problems.append(f"{at}.trainer_memory: use a number and K, M, G or T, e.g. 16G; got '{self.trainer_memory}'")
+        for i, toleration in enumerate(self.tolerations):
+            unknown = set(toleration) - {"key", "operator", "value", "effect", "tolerationSeconds"}
+            if unknown:
+                problems.append(f"{at}.tolerations[{i}]: unknown keys {sorted(unknown)}")
+
+
+@dataclass
 class ThawConfig:
     """The whole pipeline's configuration."""
 
@@ -245,6 +276,7 @@ class ThawConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
 
     def check(self, problems: list[str], at: str) -> None:
         if not self.pipeline_name.replace("-", "").replace("_", "").isalnum():
@@ -324,7 +356,7 @@ def _build(cls: type, data: dict[str, Any], at: str, problems: list[str]):
 def _validate(config: ThawConfig, source: str) -> ThawConfig:
     problems: list[str] = []
     config.check(problems, "")
-    for section in ("data", "backbone", "training", "gate", "serving"):
+    for section in ("data", "backbone", "training", "gate", "serving", "kubeflow"):
         getattr(config, section).check(problems, section)
     if problems:
         raise ConfigError(source, problems)

@@ -18,7 +18,7 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components.artifacts import STAGE_RESULTS_FILE
+from components.artifacts import STAGE_RESULTS_FILE, DataVerdict, IngestionReport
 from components.data_gate import VERDICT_FILE
 from components.image_example_gen import REPORT_FILE
 from components.serving_validator import REPORT_FILE as SERVING_REPORT_FILE
@@ -226,7 +226,7 @@ def summarize(metadata_path: str) -> RunSummary:
     summary.run_id = run.name
     outputs = _outputs_by_type(store, run)
 
-    for report in outputs.get("ThawIngestionReport", []):
+    for report in outputs.get(IngestionReport.TYPE_NAME, []):
         data = _read_json(report.uri, REPORT_FILE)
         if data:
             summary.classes = data["classes"]
@@ -234,7 +234,7 @@ def summarize(metadata_path: str) -> RunSummary:
             summary.splits = data["splits"]
             summary.quarantined = data["quarantined"]
             summary.sizes = data.get("sizes", {})
-    for verdict in outputs.get("ThawDataVerdict", []):
+    for verdict in outputs.get(DataVerdict.TYPE_NAME, []):
         data = _read_json(verdict.uri, VERDICT_FILE)
         if data:
             summary.data_passed = data["passed"]

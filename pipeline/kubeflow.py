@@ -1,0 +1,83 @@
+"""Compiling the same DAG for Kubeflow Pipelines: ``thaw compile``.
+
+``create_pipeline(config)`` is compiled unchanged by KubeflowV2DagRunner to a
+KFP v2 pipeline spec (YAML), which the Kubeflow UI and the kfp client upload.
+What only Kubeflow needs is added here, outside the DAG: the image every
+component runs, the Trainer's CPU, memory and GPUs (as a ResourceSpec), and,
+because TFX writes no Kubernetes platform spec, the Trainer's node selector and
+tolerations as a second YAML document in the form kfp-kubernetes writes and
+the KFP backend applies.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import yaml
+from google.protobuf import json_format, struct_pb2
+from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_pb2
+from kfp.pipeline_spec import pipeline_spec_pb2
+from tfx import v1 as tfx
+
+from pipeline.config import ThawConfig
+from pipeline.dag import create_pipeline
+
+TRAINER = "Trainer"
+
+
+def trainer_resources(config: ThawConfig) -> pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec:
+    spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec(
+        cpu_limit=config.kubeflow.trainer_cpu,
+        memory_limit=float(config.kubeflow.trainer_memory[:-1]) * {"K": 1e-6, "M": 1e-3, "G": 1.0, "T": 1e3}[
+            config.kubeflow.trainer_memory[-1]],
+    )
+    if config.kubeflow.trainer_gpus:
+        spec.accelerator.type = config.kubeflow.gpu_resource
+        spec.accelerator.count = config.kubeflow.trainer_gpus
+    return spec
+
+
+def platform_spec(config: ThawConfig, executor_label: str) -> dict | None:
+    """The kfp-kubernetes platform document placing the Trainer on GPU nodes, or None."""
+    executor = k8s_pb2.KubernetesExecutorConfig()
+    executor.node_selector.labels.update(config.kubeflow.node_selector)
+    for toleration in config.kubeflow.tolerations if config.kubeflow.trainer_gpus else []:
+        executor.tolerations.append(json_format.ParseDict(toleration, k8s_pb2.Toleration()))
+    if not executor.node_selector.labels and not executor.tolerations:
+        return None
+    spec = pipeline_spec_pb2.PlatformSpec()
+    struct = struct_pb2.Struct()
+    struct.update(json_format.MessageToDict(executor))
+    spec.platforms["kubernetes"].deployment_spec.executors[executor_label].CopyFrom(struct)
+    return json_format.MessageToDict(spec)
+
+
+def compile_pipeline(config: ThawConfig, output: str) -> str:
+    """Writes the KFP v2 pipeline spec for ``config`` to ``output``; returns its path.
+
+    On a cluster every path in the configuration (output_dir, data.root,
+    backbone.path, serving_dir) must be one the pods can read: gs://, or a
+    volume mounted at the same path.
+    """
+    pipeline = create_pipeline(config)
+    trainer = next(c for c in pipeline.components if c.id == TRAINER)
+    trainer.with_platform_config(trainer_resources(config))
+    with tempfile.TemporaryDirectory() as tmp:
+        runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+            config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=config.kubeflow.image),
+            output_dir=tmp, output_filename="pipeline.yaml")
+        runner.run(pipeline)
+        with open(os.path.join(tmp, "pipeline.yaml")) as f:
+            document = f.read()
+    spec = yaml.safe_load(document)
+    executor_label = spec["root"]["dag"]["tasks"][TRAINER]["componentRef"]["name"]
+    executor_label = spec["components"][executor_label]["executorLabel"]
+    platform = platform_spec(config, executor_label)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output, "w") as f:
+        f.write(document)
+        if platform:
+            f.write("---\n")
+            yaml.safe_dump(platform, f, sort_keys=True)
+    return output

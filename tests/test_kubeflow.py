@@ -1,0 +1,80 @@
+"""thaw compile: the same DAG as a KFP v2 pipeline spec for the Kubeflow UI."""
+
+import json
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from pipeline import cli
+
+CLUSTER = """
+output_dir: gs://bucket/thaw
+serving_dir: /models/thaw
+data: {root: gs://bucket/images}
+backbone: {path: gs://bucket/backbone.keras}
+kubeflow:
+  image: ghcr.io/example/thaw:0.1
+  trainer_gpus: 2
+  trainer_memory: 24G
+  node_selector: {cloud.google.com/gke-accelerator: nvidia-l4}
+"""
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("kfp")
+    (folder / "cluster.yaml").write_text(CLUSTER)
+    assert cli.main(["compile", "--config", str(folder / "cluster.yaml"), "--output", str(folder / "p.yaml")]) == 0
+    return folder / "p.yaml"
+
+
+def test_the_document_is_a_pipeline_spec_and_a_platform_spec(compiled):
+    pipeline, platform = list(yaml.safe_load_all(compiled.read_text()))
+    spec = json_format.ParseDict(pipeline, pipeline_spec_pb2.PipelineSpec())
+    assert spec.pipeline_info.name == "thaw"
+    json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec())
+    import kfp.components
+    assert kfp.components.load_component_from_file(str(compiled)) is not None
+
+
+def test_every_component_runs_the_configured_image(compiled):
+    pipeline = next(yaml.safe_load_all(compiled.read_text()))
+    images = {name: executor["container"]["image"]
+              for name, executor in pipeline["deploymentSpec"]["executors"].items() if "container" in executor}
+    assert len(images) >= 10 and set(images.values()) == {"ghcr.io/example/thaw:0.1"}
+
+
+def test_the_trainer_asks_for_gpus_cpu_and_memory_on_gpu_nodes(compiled):
+    pipeline, platform = list(yaml.safe_load_all(compiled.read_text()))
+    resources = pipeline["deploymentSpec"]["executors"]["Trainer_executor"]["container"]["resources"]
+    assert resources["accelerator"] == {"type": "nvidia.com/gpu", "count": "2"}
+    assert resources["cpuLimit"] == 4.0 and resources["memoryLimit"] == 24.0
+    trainer = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["Trainer_executor"]
+    assert trainer["nodeSelector"] == {"labels": {"cloud.google.com/gke-accelerator": "nvidia-l4"}}
+    assert trainer["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_nothing_trains_unless_the_data_gate_passed(compiled):
+    pipeline = next(yaml.safe_load_all(compiled.read_text()))
+    tasks = pipeline["root"]["dag"]["tasks"]
+    for name in ("Transform", "Trainer", "Evaluator", "ServingValidator", "AtomicPusher"):
+        condition = tasks[name]["triggerPolicy"]["condition"]
+        assert "_DataGate.verdict" in condition and "passed" in condition, name
+    assert "triggerPolicy" not in tasks["ImageExampleGen"]
+
+
+def test_user_code_is_referenced_by_module_path(compiled):
+    text = compiled.read_text()
+    assert "components.trainer.run_fn" in text and "components.preprocessing.preprocessing_fn" in text
+    assert "module_file" not in json.dumps(next(yaml.safe_load_all(text))["deploymentSpec"])
+
+
+def test_a_cpu_trainer_gets_no_accelerator_and_no_platform_document(tmp_path):
+    (tmp_path / "cpu.yaml").write_text(CLUSTER.replace("trainer_gpus: 2", "trainer_gpus: 0")
+                                       .replace("  node_selector: {cloud.google.com/gke-accelerator: nvidia-l4}\n", ""))
+    assert cli.main(["compile", "--config", str(tmp_path / "cpu.yaml"), "--output", str(tmp_path / "p.yaml")]) == 0
+    docs = list(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
+    assert len(docs) == 1
+    assert "accelerator" not in docs[0]["deploymentSpec"]["executors"]["Trainer_executor"]["container"]["resources"]
