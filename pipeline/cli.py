@@ -7,6 +7,7 @@
   thaw predict --model thaw-output/serving cat.jpg   # classify with the pushed model
   thaw rollback --output thaw-output        # serve the previous version again
   thaw compile --config cluster.yaml        # a KFP v2 spec for the Kubeflow Pipelines UI
+  thaw schedule --host URL --config cluster.yaml --cron '0 0 3 * * *'   # retrain nightly
   thaw demo --output build/demo             # make the demo data and backbone
   thaw summary runs/1                       # what the latest run in runs/1 did
 """
@@ -139,6 +140,34 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from pipeline.kfp_client import KfpError, submit
+
+    config = config_lib.load(args.config)
+    try:
+        created = submit(config, args.host, args.experiment, args.param or [], args.run_name or "")
+    except KfpError as exc:
+        print(f"thaw: {exc}", file=sys.stderr)
+        return 2
+    print(f"started run {created.id} in experiment '{created.experiment}' on {args.host}")
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from pipeline.kfp_client import KfpError, schedule
+
+    config = config_lib.load(args.config)
+    try:
+        created = schedule(config, args.host, args.experiment, args.cron, args.name, args.param or [])
+    except KfpError as exc:
+        print(f"thaw: {exc}", file=sys.stderr)
+        return 2
+    replaced = f", replacing {created.replaced}" if created.replaced else ""
+    print(f"scheduled '{created.name}' ({created.id}{replaced}) in experiment '{created.experiment}': "
+          f"cron '{args.cron}', no catch-up, at most one run at a time")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from pipeline.summary import summarize
 
@@ -233,6 +262,32 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "gs:// or mounted volumes")
     compile_.add_argument("--output", metavar="FILE", default="pipeline.yaml", help="default: %(default)s")
     compile_.set_defaults(func=cmd_compile)
+
+    for name, helptext, example in (
+            ("submit", "start a run on Kubeflow Pipelines now",
+             "thaw submit --host https://kfp.example.com --config cluster.yaml --experiment thaw"),
+            ("schedule", "create (or replace) the recurring run on Kubeflow Pipelines",
+             "thaw schedule --host https://kfp.example.com --config cluster.yaml --cron '0 0 3 * * *'")):
+        command = sub.add_parser(
+            name, help=helptext,
+            description=f"{helptext[0].upper()}{helptext[1:]}: the pipeline is compiled from the configuration "
+                        "(as thaw compile) and sent with the kfp client. A bearer token is read from "
+                        "THAW_KFP_TOKEN, else the pipelines service-account token mounted in Kubeflow pods; "
+                        "it is never written anywhere.",
+            epilog=f"example: {example}")
+        command.add_argument("--host", required=True, metavar="URL", help="the KFP API, e.g. https://kfp.example.com")
+        command.add_argument("--config", metavar="FILE", help="YAML configuration; paths must be gs:// or mounted")
+        command.add_argument("--experiment", default="thaw", help="KFP experiment (default: %(default)s)")
+        command.add_argument("--param", action="append", metavar="KEY=VALUE",
+                             help="a runtime parameter of the pipeline (repeatable)")
+        if name == "submit":
+            command.add_argument("--run-name", metavar="NAME", help="the run's name (default: chosen by KFP)")
+            command.set_defaults(func=cmd_submit)
+        else:
+            command.add_argument("--cron", required=True, help="six fields, seconds first: '0 0 3 * * *' is 03:00 daily")
+            command.add_argument("--name", default="thaw-retrain", help="the recurring run's name; scheduling "
+                                 "again under the same name replaces it (default: %(default)s)")
+            command.set_defaults(func=cmd_schedule)
 
     summary = sub.add_parser(
         "summary", help="summarize the latest run in an output directory",
