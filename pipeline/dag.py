@@ -14,6 +14,7 @@ import json
 import tensorflow_data_validation as tfdv
 from tensorflow_model_analysis.proto import config_pb2
 from tfx import v1 as tfx
+from tfx.orchestration.data_types import RuntimeParameter
 from tfx.proto import transform_pb2
 
 from components.data_gate import DataGate
@@ -92,9 +93,19 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
     if through not in ("validation", "push"):
         raise ValueError(f"through must be 'validation' or 'push', got {through!r}")
 
+    # What a run started from the Kubeflow UI may change; the configuration's
+    # values are the defaults, and LocalDagRunner runs with those.
+    data_root = RuntimeParameter(name="data_root", ptype=str, default=config.data.root)
+    data_limits = RuntimeParameter(name="data_limits", ptype=str, default=json.dumps(config.data.gate_limits()))
+    training = RuntimeParameter(name="training", ptype=str, default=json.dumps({
+        "backbone": dataclasses.asdict(config.backbone),
+        "training": dataclasses.asdict(config.training),
+        "max_pixels": config.data.max_pixels,
+    }))
+
     # Ingestion: image folders or a manifest -> tf.Examples; bad files quarantined.
     example_gen = ImageExampleGen(
-        data_root=config.data.root,
+        data_root=data_root,
         splits_json=json.dumps(config.data.splits),
         max_pixels=config.data.max_pixels,
         min_side=config.data.min_side,
@@ -128,7 +139,7 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
         anomalies=example_validator.outputs["anomalies"],
         report=example_gen.outputs["report"],
         baseline_model=model_resolver.outputs["model"],
-        limits_json=json.dumps(config.data.gate_limits()),
+        limits_json=data_limits,
     )
 
     components = [example_gen, statistics_gen, schema_gen, example_validator, model_resolver, data_gate]
@@ -151,11 +162,7 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
                 schema=schema_gen.outputs["schema"],
                 train_args=tfx.proto.TrainArgs(splits=["train"]),
                 eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-                custom_config={
-                    "backbone": dataclasses.asdict(config.backbone),
-                    "training": dataclasses.asdict(config.training),
-                    "max_pixels": config.data.max_pixels,
-                },
+                custom_config=training,
             )
 
             # The gate: floors, and the change against the baseline -> ModelBlessing.

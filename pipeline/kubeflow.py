@@ -19,6 +19,7 @@ from google.protobuf import json_format, struct_pb2
 from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
+from tfx.orchestration.data_types import RuntimeParameter
 
 from pipeline.config import ThawConfig
 from pipeline.dag import create_pipeline
@@ -53,6 +54,29 @@ def platform_spec(config: ThawConfig, executor_label: str) -> dict | None:
     return json_format.MessageToDict(spec)
 
 
+def _with_parameter_defaults(spec: dict, pipeline) -> str:
+    """The spec with each runtime parameter's default, so a UI run needs no typing.
+
+    TFX leaves the defaults out of the YAML (it expects a Vertex job to carry
+    them); the KFP backend and UI read them from the pipeline's root inputs.
+    """
+    defaults = {value.name: value.default
+                for component in pipeline.components
+                for value in component.exec_properties.values()
+                if isinstance(value, RuntimeParameter)}
+    for name, parameter in spec["root"].get("inputDefinitions", {}).get("parameters", {}).items():
+        if name in defaults:
+            parameter["defaultValue"] = defaults[name]
+            parameter["isOptional"] = True
+    comments = "".join(line + "\n" for line in document_header(spec))
+    return comments + yaml.safe_dump(spec, sort_keys=True)
+
+
+def document_header(spec: dict) -> list[str]:
+    return ["# PIPELINE DEFINITION", f"# Name: {spec['pipelineInfo']['name']}",
+            "# Compiled by thaw compile from the same create_pipeline(config) LocalDagRunner runs."]
+
+
 def compile_pipeline(config: ThawConfig, output: str) -> str:
     """Writes the KFP v2 pipeline spec for ``config`` to ``output``; returns its path.
 
@@ -65,12 +89,14 @@ def compile_pipeline(config: ThawConfig, output: str) -> str:
     trainer.with_platform_config(trainer_resources(config))
     with tempfile.TemporaryDirectory() as tmp:
         runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-            config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=config.kubeflow.image),
+            config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+                default_image=config.kubeflow.image, use_pipeline_spec_2_1=True),
             output_dir=tmp, output_filename="pipeline.yaml")
         runner.run(pipeline)
         with open(os.path.join(tmp, "pipeline.yaml")) as f:
             document = f.read()
     spec = yaml.safe_load(document)
+    document = _with_parameter_defaults(spec, pipeline)
     executor_label = spec["root"]["dag"]["tasks"][TRAINER]["componentRef"]["name"]
     executor_label = spec["components"][executor_label]["executorLabel"]
     platform = platform_spec(config, executor_label)

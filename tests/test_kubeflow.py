@@ -78,3 +78,14 @@ def test_a_cpu_trainer_gets_no_accelerator_and_no_platform_document(tmp_path):
     docs = list(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
     assert len(docs) == 1
     assert "accelerator" not in docs[0]["deploymentSpec"]["executors"]["Trainer_executor"]["container"]["resources"]
+
+
+def test_runtime_parameters_a_ui_run_can_change_have_the_configured_defaults(compiled):
+    pipeline = next(yaml.safe_load_all(compiled.read_text()))
+    parameters = pipeline["root"]["inputDefinitions"]["parameters"]
+    assert set(parameters) == {"data_root", "data_limits", "training"}
+    assert parameters["data_root"]["defaultValue"] == "gs://bucket/images"
+    assert json.loads(parameters["data_limits"]["defaultValue"])["min_images_per_class"] == 10
+    training = json.loads(parameters["training"]["defaultValue"])
+    assert [s["epochs"] for s in training["training"]["stages"]] == [10, 10]
+    assert all(p["isOptional"] for p in parameters.values())
