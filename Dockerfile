@@ -10,7 +10,7 @@ ARG GPU=false
 COPY scripts/system-packages.txt scripts/install-system-packages.sh scripts/install-python-deps.sh /opt/thaw/src/scripts/
 COPY requirements.in requirements-dev.in requirements.lock /opt/thaw/src/
 RUN /opt/thaw/src/scripts/install-system-packages.sh \
- && /opt/thaw/src/scripts/install-python-deps.sh /opt/thaw/venv /usr/bin/python3 \
+ && /opt/thaw/src/scripts/install-python-deps.sh /opt/thaw/venv /usr/bin/python3 --no-dev \
  && if [ "$GPU" = true ]; then \
         /opt/thaw/venv/bin/pip install -q --no-cache-dir "tensorflow[and-cuda]==2.21.0" -c /opt/thaw/src/requirements.lock; \
     fi \

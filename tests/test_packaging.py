@@ -21,6 +21,7 @@ def test_the_image_uses_the_shared_install_scripts_on_the_same_debian():
     for script in ("install-system-packages.sh", "install-python-deps.sh"):
         assert f"/opt/thaw/src/scripts/{script}" in run
         assert script in launcher
+    assert "install-python-deps.sh /opt/thaw/venv /usr/bin/python3 --no-dev" in run  # no test tools in the image
 
 
 def test_the_image_runs_as_non_root_with_the_code_installed():
