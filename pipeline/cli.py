@@ -10,6 +10,7 @@
   thaw schedule --host URL --config cluster.yaml --cron '0 0 3 * * *'   # retrain nightly
   thaw demo --output build/demo             # make the demo data and backbone
   thaw summary runs/1                       # what the latest run in runs/1 did
+  thaw report runs/1                        # ... as an HTML page with plots
 """
 
 from __future__ import annotations
@@ -73,6 +74,13 @@ def _run(args: argparse.Namespace, through: str) -> int:
         print(f"thaw: everything produced so far is kept under {config.output_dir}; "
               "rerun with --verbose for the full trace", file=sys.stderr)
         return 1
+    from pipeline.report import write_report
+
+    try:
+        print(f"thaw: the run's report is {write_report(config.output_dir)}", file=sys.stderr)
+    except Exception as exc:  # the run itself is done; a report that fails must not hide that
+        print(f"thaw: the run finished, but its report could not be built: {type(exc).__name__}: {exc}; "
+              f"retry with thaw report {config.output_dir}", file=sys.stderr)
     _print_summary(summary, args.json)
     return DATA_STOPPED if summary.data_passed is False else 0
 
@@ -165,6 +173,14 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     replaced = f", replacing {created.replaced}" if created.replaced else ""
     print(f"scheduled '{created.name}' ({created.id}{replaced}) in experiment '{created.experiment}': "
           f"cron '{args.cron}', no catch-up, at most one run at a time")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.report import write_report
+
+    config = config_lib.load(None, {"output_dir": args.run_dir})
+    print(write_report(config.output_dir, args.output))
     return 0
 
 
@@ -288,6 +304,16 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--name", default="thaw-retrain", help="the recurring run's name; scheduling "
                                  "again under the same name replaces it (default: %(default)s)")
             command.set_defaults(func=cmd_schedule)
+
+    report = sub.add_parser(
+        "report", help="rebuild the HTML report of the latest run in an output directory",
+        description="Build the self-contained HTML report (data, training, evaluation, serving validation, "
+                    "push; plots and thumbnails embedded) of the latest run in RUN_DIR, from its metadata "
+                    "store and artifacts. thaw run writes it too, to RUN_DIR/report.html.",
+        epilog="example: thaw report thaw-output --output /tmp/report.html")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a run's output directory (thaw run --output)")
+    report.add_argument("--output", metavar="FILE", help="where to write it (default: RUN_DIR/report.html)")
+    report.set_defaults(func=cmd_report)
 
     summary = sub.add_parser(
         "summary", help="summarize the latest run in an output directory",

@@ -74,6 +74,7 @@ def eval_config(config: ThawConfig) -> config_pb2.EvalConfig:
                     slicing_specs=[overall], threshold=accuracy_gate)] + class_floors,
             ),
             macro_recall,
+            config_pb2.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),  # for the report
         ])],
     )
 

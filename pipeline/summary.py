@@ -47,6 +47,9 @@ class RunSummary:
     verdict: list[str] = dataclasses.field(default_factory=list)
     pushed: bool = False
     pushed_to: str = ""
+    # Where the first artifact of each type this run wrote lives (for the report).
+    # Ids grow in creation order, so for Examples it is ingestion's, not Transform's.
+    artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -225,6 +228,7 @@ def summarize(metadata_path: str) -> RunSummary:
         return summary
     summary.run_id = run.name
     outputs = _outputs_by_type(store, run)
+    summary.artifacts = {type_name: min(found, key=lambda a: a.id).uri for type_name, found in outputs.items()}
 
     for report in outputs.get(IngestionReport.TYPE_NAME, []):
         data = _read_json(report.uri, REPORT_FILE)

@@ -4,6 +4,7 @@ import base64
 import contextlib
 import http.server
 import json
+import re
 import shutil
 import threading
 import subprocess
@@ -123,6 +124,21 @@ def test_predict_with_the_pushed_model_locally_and_over_rest(first_run, tiny_dem
         finally:
             not_an_image.unlink()
         assert f"{not_an_image}: {url}/v1/models/thaw:predict answered 400" in capsys.readouterr().err
+
+
+def test_the_report_shows_every_stage_of_the_run_and_fetches_nothing(first_run):
+    from pipeline.report import write_report
+
+    config, summary = first_run
+    page = Path(write_report(config.output_dir)).read_text()
+    for heading in ("<h2>Data</h2>", "<h2>Training</h2>", "<h2>Evaluation</h2>", "<h2>Serving validation</h2>",
+                    "<h2>Push</h2>", "Recall per class", "Samples"):
+        assert heading in page, heading
+    for name in summary.classes:
+        assert f"<th>{name}</th>" in page  # a row of thumbnails per class
+    assert page.count('src="data:image/png;base64,') >= 5 * 1 + 3  # thumbnails, sizes, curves, confusion matrix
+    assert "BLESSED" in page and Path(summary.pushed_to).name in page
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # self-contained: no network
 
 
 def test_a_worse_candidate_is_not_pushed_and_serving_is_untouched(first_run):
@@ -249,3 +265,6 @@ def test_ingest_accounts_for_every_file_as_json(tiny_demo, workdir, capsys):
     ]
     assert result["data_passed"] is True
     assert not (workdir / "out" / "pipeline" / "Trainer").exists()
+    page = (workdir / "out" / "report.html").read_text()
+    for entry in result["quarantined"]:
+        assert f"<td>{entry['path']}</td><td>{entry['reason']}</td>" in page

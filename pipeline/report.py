@@ -1,0 +1,275 @@
+"""The run report: one self-contained HTML page answering "what happened, and is it better?".
+
+Built from a finished run's metadata store and artifacts (so ``thaw report``
+can rebuild it any time): the data (counts per class and split, every
+quarantined file with its reason, the data gate's verdict, image sizes, sample
+thumbnails), training (curves per stage with the boundaries marked, trainable
+parameters and learning rates), evaluation (candidate against baseline,
+per-class recall, the confusion matrix, the gate's verdict), serving validation
+(latency, bad inputs) and the push. Plots are matplotlib PNGs and thumbnails
+are embedded as data URIs: the page fetches nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: render to memory
+import matplotlib.pyplot as plt  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_model_analysis as tfma  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from components.artifacts import LABEL_COUNTS_FILE, STAGE_RESULTS_FILE, IngestionReport  # noqa: E402
+from components.image_example_gen import REPORT_FILE as REPORT_JSON  # noqa: E402
+from components.serving_dir import versions  # noqa: E402
+from pipeline.summary import RunSummary, summarize  # noqa: E402
+
+REPORT_FILE = "report.html"
+THUMBNAILS_PER_CLASS = 4
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left}
+th{background:#f4f4f4}.ok{color:#176c2e;font-weight:bold}.bad{color:#b00020;font-weight:bold}
+.thumbs img{margin:2px;border:1px solid #ccc;image-rendering:pixelated}.muted{color:#777}
+"""
+
+
+def _e(value) -> str:
+    return html.escape(str(value))
+
+
+def _png(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _read_json(folder: str, *names: str):
+    path = os.path.join(folder, *names)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def _thumbnails(examples_uri: str, classes: list[str]) -> str:
+    """The first few training images of each class, as stored, shrunk to 64 px."""
+    wanted = {c: [] for c in classes}
+    spec = {"image_bytes": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.string)}
+    files = tf.io.gfile.glob(os.path.join(examples_uri, "Split-train", "*.gz"))
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+        example = tf.io.parse_single_example(record, spec)
+        label = example["label"].numpy().decode()
+        if len(wanted.get(label, [None] * THUMBNAILS_PER_CLASS)) < THUMBNAILS_PER_CLASS:
+            image = Image.open(io.BytesIO(example["image_bytes"].numpy())).convert("RGB")
+            image.thumbnail((64, 64))
+            buffer = io.BytesIO()
+            image.resize((64, 64 * image.height // max(image.width, 1))).save(buffer, format="PNG")
+            wanted[label].append(base64.b64encode(buffer.getvalue()).decode())
+        if all(len(v) >= THUMBNAILS_PER_CLASS for v in wanted.values()):
+            break
+    rows = []
+    for label, images in wanted.items():
+        tags = "".join(f'<img alt="{_e(label)}" src="data:image/png;base64,{i}">' for i in images)
+        rows.append(f"<tr><th>{_e(label)}</th><td class='thumbs'>{tags}</td></tr>")
+    return f"<table>{''.join(rows)}</table>"
+
+
+def data_section(s: RunSummary) -> str:
+    parts = ["<h2>Data</h2>"]
+    splits = sorted(s.splits)
+    per_class = s.data_checks.get("images_per_class", {})
+    report = _read_json(s.artifacts.get(IngestionReport.TYPE_NAME, ""), REPORT_JSON) or {}
+    rows = [[c] + [report.get("per_class", {}).get(c, {}).get(sp, 0) for sp in splits] + [per_class.get(c, "")]
+            for c in s.classes]
+    parts.append(f"<p>{s.ingested} images in {len(s.classes)} classes; {len(s.quarantined)} quarantined.</p>")
+    parts.append(_table(["class"] + splits + ["total"], rows))
+    if s.data_passed is not None:
+        verdict = "<span class='ok'>passed</span>" if s.data_passed else \
+            "<span class='bad'>STOPPED the run before training</span>"
+        parts.append(f"<p>Data validation: {verdict}</p>")
+    for problem in s.problems:
+        parts.append(f"<p class='bad'>{_e(problem)}</p>")
+    for warning in s.warnings:
+        parts.append(f"<p>warning: {_e(warning)}</p>")
+    parts.append("<h3>Quarantined files</h3>")
+    parts.append(_table(["path", "reason"], [[q["path"], q["reason"]] for q in s.quarantined])
+                 if s.quarantined else "<p class='muted'>none</p>")
+    histogram = s.sizes.get("longer_side", {})
+    if histogram:
+        figure, axis = plt.subplots(figsize=(6, 2.5))
+        axis.bar(list(histogram), list(histogram.values()), color="#4c72b0")
+        axis.tick_params(axis="x", rotation=45)
+        axis.set_xlabel("longer side (pixels)")
+        axis.set_ylabel("images")
+        axis.set_title("Image sizes")
+        parts.append(_png(figure))
+    if s.artifacts.get("Examples") and s.classes:
+        parts.append("<h3>Samples</h3>" + _thumbnails(s.artifacts["Examples"], s.classes))
+    return "".join(parts)
+
+
+def training_section(s: RunSummary) -> str:
+    stages = _read_json(s.artifacts.get("ModelRun", ""), STAGE_RESULTS_FILE)
+    if not stages:
+        return ""
+    parts = ["<h2>Training</h2>", _table(
+        ["stage", "epochs", "trainable parameters", "learning rate", "best val_accuracy"],
+        [[st["name"], st["epochs_run"], st["trainable_params"], st["learning_rate"],
+          f"{st['best_val_accuracy']:.4f}"] for st in stages])]
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 3.2))
+    epoch = 0
+    for stage in stages:
+        history = stage["history"]
+        xs = list(range(epoch + 1, epoch + 1 + len(history.get("loss", []))))
+        for axis, key in ((loss_axis, "loss"), (accuracy_axis, "accuracy")):
+            axis.plot(xs, history.get(key, []), marker=".", label=f"{stage['name']} train")
+            axis.plot(xs, history.get(f"val_{key}", []), marker=".", linestyle="--", label=f"{stage['name']} val")
+            if epoch:
+                axis.axvline(epoch + 0.5, color="#999", linestyle=":")
+        epoch += len(history.get("loss", []))
+    for axis, key in ((loss_axis, "loss"), (accuracy_axis, "accuracy")):
+        axis.set_xlabel("epoch")
+        axis.set_title(f"{key} (dotted lines: stage boundaries)")
+        axis.legend(fontsize=7)
+    parts.append(_png(figure))
+    return "".join(parts)
+
+
+def _class_names(model_uri: str) -> list[str]:
+    counts = _read_json(model_uri, "Format-Serving", "assets.extra", LABEL_COUNTS_FILE)
+    return list(counts) if counts else []
+
+
+def _confusion_matrix(evaluation_uri: str, names: list[str]) -> str:
+    try:
+        plots = list(tfma.load_plots(evaluation_uri))
+    except Exception:  # noqa: BLE001 (an evaluation written without plots)
+        return ""
+    for plot in plots:
+        if plot.slice_key.single_slice_keys:
+            continue
+        for kv in plot.plot_keys_and_values:
+            at_thresholds = kv.value.multi_class_confusion_matrix_at_thresholds
+            if kv.key.model_name == "baseline" or not at_thresholds.matrices:
+                continue
+            size = max(len(names), 1)
+            matrix = [[0] * size for _ in range(size)]
+            for entry in at_thresholds.matrices[0].entries:  # threshold 0: the most probable class
+                if 0 <= entry.actual_class_id < size and 0 <= entry.predicted_class_id < size:
+                    matrix[entry.actual_class_id][entry.predicted_class_id] = int(entry.num_weighted_examples)
+            figure, axis = plt.subplots(figsize=(1 + 0.6 * size, 1 + 0.5 * size))
+            axis.imshow(matrix, cmap="Blues")
+            darkest = max(max(row) for row in matrix) or 1
+            for i in range(size):
+                for j in range(size):
+                    axis.text(j, i, matrix[i][j], ha="center", va="center", fontsize=8,
+                              color="white" if matrix[i][j] > darkest / 2 else "black")
+            axis.set_xticks(range(size), names, rotation=45, ha="right")
+            axis.set_yticks(range(size), names)
+            axis.set_xlabel("predicted")
+            axis.set_ylabel("actual")
+            axis.set_title("Confusion matrix (eval split)")
+            return _png(figure)
+    return ""
+
+
+def _per_class_recall(evaluation_uri: str) -> list[list]:
+    rows = {}
+    for metrics in tfma.load_metrics(evaluation_uri):
+        keys = metrics.slice_key.single_slice_keys
+        if len(keys) != 1 or keys[0].column != "label":
+            continue
+        name = keys[0].bytes_value.decode()
+        for kv in metrics.metric_keys_and_values:
+            if kv.key.name == "sparse_categorical_accuracy" and not kv.key.is_diff:
+                rows.setdefault(name, {})[kv.key.model_name or "candidate"] = kv.value.double_value.value
+    return [[n, f"{v.get('candidate', float('nan')):.4f}",
+             f"{v['baseline']:.4f}" if "baseline" in v else "-"] for n, v in sorted(rows.items())]
+
+
+def evaluation_section(s: RunSummary) -> str:
+    if not s.metrics:
+        return ""
+    names = sorted(set(s.metrics) | set(s.baseline_metrics))
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else ("-" if v is None else str(v))  # noqa: E731
+    parts = ["<h2>Evaluation</h2>", _table(["metric", "candidate", "baseline (last blessed)"],
+                                         [[n, fmt(s.metrics.get(n)), fmt(s.baseline_metrics.get(n))] for n in names])]
+    evaluation_uri = s.artifacts.get("ModelEvaluation", "")
+    parts.append("<h3>Recall per class</h3>" + _table(["class", "candidate", "baseline"],
+                                                     _per_class_recall(evaluation_uri)))
+    parts.append(_confusion_matrix(evaluation_uri, _class_names(s.artifacts.get("Model", ""))))
+    if s.blessed:
+        parts.append("<p>The gate: <span class='ok'>BLESSED</span>; every threshold was met.</p>")
+    elif s.blessed is False:
+        parts.append("<p>The gate: <span class='bad'>not blessed</span></p><ul>"
+                     + "".join(f"<li>{_e(v)}</li>" for v in s.verdict) + "</ul>")
+    return "".join(parts)
+
+
+def serving_section(s: RunSummary) -> str:
+    if s.serving_passed is None:
+        return ""
+    verdict = "<span class='ok'>passed</span>" if s.serving_passed else "<span class='bad'>FAILED</span>"
+    parts = [f"<h2>Serving validation</h2><p>{verdict}</p>"]
+    latency = s.serving.get("latency_ms", {})
+    parts.append(_table(["batch", "p50 ms", "p99 ms"],
+                        [[k.replace("batch_", ""), f"{v['p50']:.1f}", f"{v['p99']:.1f}"] for k, v in latency.items()]))
+    parts.append(_table(["bad input", "answer"], [[k, v] for k, v in s.serving.get("bad_inputs", {}).items()]))
+    parts.extend(f"<p class='bad'>{_e(p)}</p>" for p in s.serving.get("problems", []))
+    return "".join(parts)
+
+
+def push_section(s: RunSummary) -> str:
+    if s.blessed is None and s.serving_passed is None:
+        return ""
+    if not s.pushed:
+        return "<h2>Push</h2><p>Nothing was pushed; the serving directory is unchanged.</p>"
+    base = os.path.dirname(s.pushed_to)
+    served = versions(base)
+    return (f"<h2>Push</h2><p>Pushed version <b>{_e(os.path.basename(s.pushed_to))}</b> to {_e(s.pushed_to)}.</p>"
+            f"<p>Versions in {_e(base)}: {_e(', '.join(map(str, served)))}; TF Serving serves the newest, "
+            f"{_e(served[-1] if served else '-')}.</p>")
+
+
+def build(summary: RunSummary) -> str:
+    if summary.data_passed is False:
+        headline = "<span class='bad'>stopped by the data gate before training</span>"
+    elif summary.pushed:
+        headline = f"<span class='ok'>a better model was pushed</span>: {_e(summary.pushed_to)}"
+    elif summary.blessed is False or summary.serving_passed is False:
+        headline = "<span class='bad'>not blessed</span>: the served model is unchanged"
+    else:
+        headline = "ingestion and data validation"
+    body = "".join([data_section(summary), training_section(summary), evaluation_section(summary),
+                    serving_section(summary), push_section(summary)])
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Thaw run {_e(summary.run_id)}</title>"
+            f"<style>{_STYLE}</style></head><body><h1>Thaw run {_e(summary.run_id)}</h1>"
+            f"<p>{headline}</p>{body}</body></html>")
+
+
+def write_report(run_dir: str, output: str | None = None) -> str:
+    """Builds the report of the latest run in ``run_dir``; returns its path."""
+    summary = summarize(os.path.join(run_dir, "metadata.sqlite"))
+    path = output or os.path.join(run_dir, REPORT_FILE)
+    page = build(summary)
+    with open(path + ".partial", "w", encoding="utf-8") as f:  # a failed build leaves the old report
+        f.write(page)
+    os.replace(path + ".partial", path)
+    return path
