@@ -65,8 +65,12 @@ def _run(args: argparse.Namespace, through: str) -> int:
     what = "ingestion and data validation" if through == "validation" else "the pipeline"
     print(f"thaw: running {what} of '{config.pipeline_name}' on {config.data.root}; "
           f"outputs in {config.output_dir}", file=sys.stderr)
+    def step(k: int, n: int, node: str, state: str) -> None:
+        print(f"thaw: step {k} of {n}: {node}" + (" (skipped: the data gate stopped the run)"
+                                                  if state == "skipped" else ""), file=sys.stderr, flush=True)
+
     try:
-        summary = run_local(config, through=through)
+        summary = run_local(config, through=through, on_step=step)
     except Exception as exc:  # a component failed: say which and keep what exists
         if args.verbose:
             traceback.print_exc()

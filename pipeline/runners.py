@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 from tfx import v1 as tfx
+from tfx.orchestration.local import local_dag_runner
 
 from pipeline.config import DEMO_DIR, ThawConfig
 from pipeline.dag import create_pipeline
@@ -32,10 +34,36 @@ def check_inputs(config: ThawConfig) -> None:
                                 "schema.pbtxt (the default is in schemas/)")
 
 
-def run_local(config: ThawConfig, through: str = "push") -> RunSummary:
+class _NodeProgress:
+    """Stands in for absl's logging module inside LocalDagRunner during a run.
+
+    LocalDagRunner announces each node it starts or skips only through log
+    calls, and other libraries reset log levels mid-run, so we listen to the
+    calls themselves: each announcement becomes an ``on_step`` call, and every
+    call is passed on to absl unchanged.
+    """
+
+    _ANNOUNCEMENTS = {"Component %s is running.": "running", "Skipping component %s.": "skipped"}
+
+    def __init__(self, real, total: int, on_step: Callable[[int, int, str, str], None]):
+        self._real, self._total, self._on_step, self._step = real, total, on_step, 0
+
+    def info(self, msg, *args, **kwargs):
+        if msg in self._ANNOUNCEMENTS and args:
+            self._step += 1
+            self._on_step(self._step, self._total, str(args[0]), self._ANNOUNCEMENTS[msg])
+        self._real.info(msg, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def run_local(config: ThawConfig, through: str = "push",
+              on_step: Callable[[int, int, str, str], None] | None = None) -> RunSummary:
     """Runs the pipeline in this process and summarizes what it did.
 
     ``through="validation"`` runs ingestion and data validation alone.
+    ``on_step(k, n, node, "running" | "skipped")`` is called as each node starts.
 
     Everything the run writes lives under ``config.output_dir``: the artifacts
     (pipeline/), the metadata store (metadata.sqlite) and, unless configured
@@ -44,5 +72,12 @@ def run_local(config: ThawConfig, through: str = "push") -> RunSummary:
     check_inputs(config)
     os.makedirs(config.output_dir, exist_ok=True)
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(config, connection, through=through))
+    pipeline = create_pipeline(config, connection, through=through)
+    real = local_dag_runner.logging
+    if on_step:
+        local_dag_runner.logging = _NodeProgress(real, len(pipeline.components), on_step)
+    try:
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    finally:
+        local_dag_runner.logging = real
     return summarize(config.metadata_path)

@@ -20,6 +20,7 @@ from pipeline.runners import run_local
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parent.parent
+STEPS = []  # the first run's progress: (k, n, node, state)
 
 # Loads the pushed SavedModel the way TF Serving does (no Keras, no Thaw code)
 # and classifies the images named on the command line.
@@ -50,7 +51,7 @@ def first_run(tiny_demo, tmp_path_factory):
         "gate.min_macro_recall": 0.5,
         "gate.min_class_recall": 0.2,
     })
-    return config, run_local(config)
+    return config, run_local(config, on_step=lambda *step: STEPS.append(step))
 
 
 def test_the_pipeline_ingests_trains_blesses_and_pushes(first_run):
@@ -66,6 +67,9 @@ def test_the_pipeline_ingests_trains_blesses_and_pushes(first_run):
     assert summary.blessed is True and summary.verdict == []
     assert summary.pushed and Path(summary.pushed_to).parent == Path(config.serving_path)
     assert (Path(summary.pushed_to) / "saved_model.pb").exists()
+    assert [(k, n) for k, n, _, _ in STEPS] == [(k, 11) for k in range(1, 12)]
+    nodes = [node for _, _, node, state in STEPS if state == "running"]
+    assert nodes[0] == "ImageExampleGen" and nodes[-1] == "AtomicPusher" and len(nodes) == 11
 
 
 def test_the_pushed_model_classifies_images_in_a_fresh_process(first_run, tiny_demo):
