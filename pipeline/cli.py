@@ -24,13 +24,10 @@ import traceback
 import pipeline  # noqa: F401  (chooses the one Keras first)
 from pipeline import config as config_lib
 
-log = logging.getLogger("thaw")
-
-
 def _quiet_logs(verbose: bool) -> None:
+    """By default: our own progress lines, and errors from TFX and Beam."""
     from absl import logging as absl_logging
 
-    """By default: our own progress lines, and errors from TFX and Beam."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.ERROR)
     if not verbose:
@@ -65,7 +62,10 @@ def _run(args: argparse.Namespace, through: str) -> int:
     what = "ingestion and data validation" if through == "validation" else "the pipeline"
     print(f"thaw: running {what} of '{config.pipeline_name}' on {config.data.root}; "
           f"outputs in {config.output_dir}", file=sys.stderr)
+    current = {"node": "setting up"}
+
     def step(k: int, n: int, node: str, state: str) -> None:
+        current["node"] = node
         print(f"thaw: step {k} of {n}: {node}" + (" (skipped: the data gate stopped the run)"
                                                   if state == "skipped" else ""), file=sys.stderr, flush=True)
 
@@ -74,7 +74,7 @@ def _run(args: argparse.Namespace, through: str) -> int:
     except Exception as exc:  # a component failed: say which and keep what exists
         if args.verbose:
             traceback.print_exc()
-        print(f"thaw: the run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"thaw: the run failed in {current['node']}: {type(exc).__name__}: {exc}", file=sys.stderr)
         print(f"thaw: everything produced so far is kept under {config.output_dir}; "
               "rerun with --verbose for the full trace", file=sys.stderr)
         return 1
