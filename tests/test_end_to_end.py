@@ -1,12 +1,9 @@
 """The real DAG on tiny real data: ingested, trained, blessed, pushed, served."""
 
 import base64
-import contextlib
-import http.server
 import json
 import re
 import shutil
-import threading
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +13,7 @@ import pytest
 from pipeline import cli
 from pipeline import config as config_lib
 from pipeline.runners import run_local
+from tests.http_fakes import json_server
 
 pytestmark = pytest.mark.e2e
 
@@ -179,7 +177,6 @@ def snapshot(folder: str) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
 
-@contextlib.contextmanager
 def rest_server(model_dir: str):
     """A local stand-in for TF Serving's REST predict endpoint, backed by the real model.
 
@@ -190,37 +187,18 @@ def rest_server(model_dir: str):
 
     serve = tf.saved_model.load(model_dir).signatures["serving_default"]
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            if self.path != "/v1/models/thaw:predict" or body.get("signature_name") != "serving_default":
-                return self._answer(404, {"error": f"no such endpoint {self.path}"})
-            try:
-                images = [base64.b64decode(i["b64"]) for i in body["instances"]]
-                out = serve(image_bytes=tf.constant(images))
-            except tf.errors.InvalidArgumentError as exc:
-                return self._answer(400, {"error": str(exc).splitlines()[0]})
-            rows = [{k: json_value(v.numpy()[i]) for k, v in out.items()} for i in range(len(images))]
-            self._answer(200, {"predictions": rows})
+    def handle(method, path, query, body, headers):
+        if method != "POST" or path != "/v1/models/thaw:predict" or body.get("signature_name") != "serving_default":
+            return 404, {"error": f"no such endpoint {method} {path}"}
+        try:
+            images = [base64.b64decode(i["b64"]) for i in body["instances"]]
+            out = serve(image_bytes=tf.constant(images))
+        except tf.errors.InvalidArgumentError as exc:
+            return 400, {"error": str(exc).splitlines()[0]}
+        return 200, {"predictions": [{k: json_value(v.numpy()[i]) for k, v in out.items()}
+                                     for i in range(len(images))]}
 
-        def _answer(self, status, payload):
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
+    return json_server(handle)
 
 
 def json_value(value):

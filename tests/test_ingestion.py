@@ -4,7 +4,6 @@ The fixture set holds every bad kind and every awkward good kind; the real Beam
 pipeline runs over it and each file's fate is asserted.
 """
 
-import gzip
 import hashlib
 import io
 import json

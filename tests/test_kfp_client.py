@@ -5,15 +5,12 @@ A KFP API server cannot run here, so this one keeps the state a real one would
 request; the tests assert the exact calls the kfp client made.
 """
 
-import contextlib
-import http.server
 import json
-import threading
-import urllib.parse
 
 import pytest
 
 from pipeline import cli
+from tests.http_fakes import json_server
 from tests.test_kubeflow import CLUSTER
 
 
@@ -69,33 +66,11 @@ def _filtered_name(query):
                 if p["key"] in ("display_name", "name"))
 
 
-@contextlib.contextmanager
 def serving(fake):
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def _any(self):
-            url = urllib.parse.urlparse(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else None
-            fake.requests_headers = {k.lower(): v for k, v in self.headers.items()}
-            status, payload = fake.handle(self.command, url.path, urllib.parse.parse_qs(url.query), body)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_DELETE = _any
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
+    def handle(method, path, query, body, headers):
+        fake.requests_headers = headers
+        return fake.handle(method, path, query, body)
+    return json_server(handle)
 
 
 @pytest.fixture
