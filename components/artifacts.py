@@ -1,6 +1,28 @@
 """Artifact types of Thaw's own components, and files that pass between components."""
 
+import json
+import os
+
+import tensorflow as tf
 from tfx.types.artifact import Artifact
+
+
+def read_json(folder: str, *names: str):
+    """A JSON file a component wrote into an artifact, or None when it wrote none."""
+    path = os.path.join(folder, *names)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def write_json(data, folder: str, *names: str) -> str:
+    """Writes ``data`` as JSON into an artifact (local or gs://); returns the path."""
+    path = os.path.join(folder, *names)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(data, f, indent=2)
+    return path
 
 
 class IngestionReport(Artifact):

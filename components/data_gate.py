@@ -21,7 +21,7 @@ from tfx import v1 as tfx
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
-from components.artifacts import LABEL_COUNTS_FILE, DataVerdict, IngestionReport
+from components.artifacts import LABEL_COUNTS_FILE, DataVerdict, IngestionReport, read_json, write_json
 from components.image_example_gen import REPORT_FILE
 
 VERDICT_FILE = "verdict.json"
@@ -126,13 +126,6 @@ def judge(report: dict, anomalies: list[str], limits: dict, previous_counts: Opt
     }
 
 
-def _read_json(path: str):
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
-
-
 @tfx.dsl.components.component
 def DataGate(
     statistics: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleStatistics],
@@ -144,12 +137,11 @@ def DataGate(
 ) -> None:
     """Judges the data; writes the verdict with ``passed`` 1 or 0 (never fails the run itself)."""
     split_names = artifact_utils.decode_split_names(statistics.split_names)
-    ingestion = _read_json(os.path.join(report.uri, REPORT_FILE))
+    ingestion = read_json(report.uri, REPORT_FILE)
     previous = None
     if baseline_model is not None:
         serving_dir = path_utils.serving_model_path(baseline_model.uri)
-        previous = _read_json(os.path.join(serving_dir, "assets.extra", LABEL_COUNTS_FILE))
+        previous = read_json(serving_dir, "assets.extra", LABEL_COUNTS_FILE)
     result = judge(ingestion, read_anomalies(anomalies.uri, split_names), json.loads(limits_json), previous)
-    with tf.io.gfile.GFile(os.path.join(verdict.uri, VERDICT_FILE), "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(result, verdict.uri, VERDICT_FILE)
     verdict.set_int_custom_property("passed", int(result["passed"]))

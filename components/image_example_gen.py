@@ -27,7 +27,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 
 from components import image_records
-from components.artifacts import IngestionReport
+from components.artifacts import IngestionReport, write_json
 from components.image_records import Item
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
@@ -236,8 +236,7 @@ def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
 
     report = build_report(_read_outcomes(outcome_dir), listing_quarantine, len(items))
     report["data"] = data
-    with tf.io.gfile.GFile(os.path.join(report_dir, REPORT_FILE), "w") as f:
-        json.dump(report, f, indent=2)
+    write_json(report, report_dir, REPORT_FILE)
     return report
 
 

@@ -9,12 +9,12 @@ only picks up which weights train when the model is compiled.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
 
 import tensorflow as tf
 import tf_keras
+
+from components.artifacts import write_json
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,4 @@ def run_schedule(model: tf_keras.Model, backbone: tf_keras.Model, stages: list[S
 
 
 def write_results(results: list[StageResult], path: str) -> None:
-    tf.io.gfile.makedirs(os.path.dirname(path))
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump([dataclasses.asdict(r) for r in results], f, indent=2)
+    write_json([dataclasses.asdict(r) for r in results], path)

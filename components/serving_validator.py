@@ -19,6 +19,8 @@ from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
+from components.artifacts import write_json
+
 REPORT_FILE = "serving_validation.json"
 
 
@@ -46,8 +48,7 @@ def ServingValidator(
 ) -> None:
     """Writes INFRA_BLESSED or INFRA_NOT_BLESSED, serving_validation.json, and ``blessed``."""
     result = validate(path_utils.serving_model_path(model.uri), json.loads(budgets_json), max_pixels, timeout_s)
-    with tf.io.gfile.GFile(os.path.join(blessing.uri, REPORT_FILE), "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(result, blessing.uri, REPORT_FILE)
     marker = "INFRA_BLESSED" if result["passed"] else "INFRA_NOT_BLESSED"
     with tf.io.gfile.GFile(os.path.join(blessing.uri, marker), "w") as f:
         f.write("")

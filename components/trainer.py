@@ -7,7 +7,6 @@ pretrained backbone, runs the unfreezing schedule and exports the SavedModel.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -19,7 +18,7 @@ import tf_keras
 
 from components.backbone import load_backbone
 from components.export import export_model
-from components.artifacts import LABEL_COUNTS_FILE, STAGE_RESULTS_FILE
+from components.artifacts import LABEL_COUNTS_FILE, STAGE_RESULTS_FILE, write_json
 from components.input_pipeline import count_labels, first_images, make_dataset
 from components.model import build_classifier
 from components.preprocessing import LABEL_VOCABULARY
@@ -67,7 +66,5 @@ def run_fn(fn_args) -> None:
                  warmup_images=first_images(fn_args.eval_files, WARMUP_IMAGES))
     # The training data's class counts travel with the model (TF Serving ignores
     # this file), so the next run's DataGate can measure drift against them.
-    extra = os.path.join(fn_args.serving_model_dir, "assets.extra")
-    tf.io.gfile.makedirs(extra)
-    with tf.io.gfile.GFile(os.path.join(extra, LABEL_COUNTS_FILE), "w") as f:
-        json.dump(count_labels(fn_args.train_files, class_names), f, indent=2)
+    write_json(count_labels(fn_args.train_files, class_names),
+               fn_args.serving_model_dir, "assets.extra", LABEL_COUNTS_FILE)

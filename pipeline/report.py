@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import os
 
 import matplotlib
@@ -26,8 +25,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_model_analysis as tfma  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from components.artifacts import LABEL_COUNTS_FILE, STAGE_RESULTS_FILE, IngestionReport  # noqa: E402
-from components.image_example_gen import REPORT_FILE as REPORT_JSON  # noqa: E402
+from components.artifacts import LABEL_COUNTS_FILE, STAGE_RESULTS_FILE, read_json  # noqa: E402
 from components.serving_dir import versions  # noqa: E402
 from pipeline.summary import RunSummary, summarize  # noqa: E402
 
@@ -60,14 +58,6 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _read_json(folder: str, *names: str):
-    path = os.path.join(folder, *names)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
-
-
 def _thumbnails(examples_uri: str, classes: list[str]) -> str:
     """The first few training images of each class, as stored, shrunk to 64 px."""
     wanted = {c: [] for c in classes}
@@ -94,9 +84,7 @@ def _thumbnails(examples_uri: str, classes: list[str]) -> str:
 def data_section(s: RunSummary) -> str:
     parts = ["<h2>Data</h2>"]
     splits = sorted(s.splits)
-    per_class = s.data_checks.get("images_per_class", {})
-    report = _read_json(s.artifacts.get(IngestionReport.TYPE_NAME, ""), REPORT_JSON) or {}
-    rows = [[c] + [report.get("per_class", {}).get(c, {}).get(sp, 0) for sp in splits] + [per_class.get(c, "")]
+    rows = [[c] + [s.per_class.get(c, {}).get(sp, 0) for sp in splits] + [sum(s.per_class.get(c, {}).values())]
             for c in s.classes]
     parts.append(f"<p>{s.ingested} images in {len(s.classes)} classes; {len(s.quarantined)} quarantined.</p>")
     parts.append(_table(["class"] + splits + ["total"], rows))
@@ -126,7 +114,7 @@ def data_section(s: RunSummary) -> str:
 
 
 def training_section(s: RunSummary) -> str:
-    stages = _read_json(s.artifacts.get("ModelRun", ""), STAGE_RESULTS_FILE)
+    stages = read_json(s.artifacts.get("ModelRun", ""), STAGE_RESULTS_FILE)
     if not stages:
         return ""
     parts = ["<h2>Training</h2>", _table(
@@ -153,7 +141,7 @@ def training_section(s: RunSummary) -> str:
 
 
 def _class_names(model_uri: str) -> list[str]:
-    counts = _read_json(model_uri, "Format-Serving", "assets.extra", LABEL_COUNTS_FILE)
+    counts = read_json(model_uri, "Format-Serving", "assets.extra", LABEL_COUNTS_FILE)
     return list(counts) if counts else []
 
 

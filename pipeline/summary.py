@@ -9,16 +9,14 @@ so it works the same for a run that just ended and one from last week.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
-import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components.artifacts import STAGE_RESULTS_FILE, DataVerdict, IngestionReport
+from components.artifacts import STAGE_RESULTS_FILE, DataVerdict, IngestionReport, read_json
 from components.data_gate import VERDICT_FILE
 from components.image_example_gen import REPORT_FILE
 from components.serving_validator import REPORT_FILE as SERVING_REPORT_FILE
@@ -32,6 +30,7 @@ class RunSummary:
     classes: list[str] = dataclasses.field(default_factory=list)
     ingested: int = 0
     splits: dict[str, int] = dataclasses.field(default_factory=dict)
+    per_class: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     quarantined: list[dict[str, str]] = dataclasses.field(default_factory=list)
     sizes: dict[str, Any] = dataclasses.field(default_factory=dict)
     data_passed: bool | None = None
@@ -205,15 +204,6 @@ def _verdict(evaluation_uri: str, candidate: dict[str, float], baseline: dict[st
     return lines
 
 
-def _read_json(folder: str, name: str):
-    """An artifact's JSON file, or None when the component did not write it."""
-    path = os.path.join(folder, name)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
-
-
 def summarize(metadata_path: str) -> RunSummary:
     """Reads the latest run in the metadata store at ``metadata_path``."""
     if not os.path.exists(metadata_path):
@@ -231,22 +221,23 @@ def summarize(metadata_path: str) -> RunSummary:
     summary.artifacts = {type_name: min(found, key=lambda a: a.id).uri for type_name, found in outputs.items()}
 
     for report in outputs.get(IngestionReport.TYPE_NAME, []):
-        data = _read_json(report.uri, REPORT_FILE)
+        data = read_json(report.uri, REPORT_FILE)
         if data:
             summary.classes = data["classes"]
             summary.ingested = data["ingested"]
             summary.splits = data["splits"]
+            summary.per_class = data["per_class"]
             summary.quarantined = data["quarantined"]
             summary.sizes = data.get("sizes", {})
     for verdict in outputs.get(DataVerdict.TYPE_NAME, []):
-        data = _read_json(verdict.uri, VERDICT_FILE)
+        data = read_json(verdict.uri, VERDICT_FILE)
         if data:
             summary.data_passed = data["passed"]
             summary.problems = data["problems"]
             summary.warnings = data["warnings"]
             summary.data_checks = data["checks"]
     for model_run in outputs.get("ModelRun", []):
-        stages = _read_json(model_run.uri, STAGE_RESULTS_FILE)
+        stages = read_json(model_run.uri, STAGE_RESULTS_FILE)
         if stages:
             summary.stages = [{k: v for k, v in s.items() if k != "history"} for s in stages]
     for evaluation in outputs.get("ModelEvaluation", []):
@@ -255,7 +246,7 @@ def summarize(metadata_path: str) -> RunSummary:
     for blessing in outputs.get("ModelBlessing", []):
         summary.blessed = bool(blessing.custom_properties["blessed"].int_value)
     for infra in outputs.get("InfraBlessing", []):
-        data = _read_json(infra.uri, SERVING_REPORT_FILE)
+        data = read_json(infra.uri, SERVING_REPORT_FILE)
         if data:
             summary.serving = data
             summary.serving_passed = bool(data["passed"])

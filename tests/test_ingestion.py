@@ -8,8 +8,6 @@ import hashlib
 import io
 import json
 import shutil
-import struct
-import zlib
 from pathlib import Path
 
 import apache_beam as beam
@@ -20,6 +18,7 @@ from PIL import Image
 
 from components import image_example_gen as ieg
 from components import image_ops, image_records
+from components.serving_probe import bomb_png
 
 SPLITS = [("train", 0.5), ("eval", 0.5)]
 
@@ -36,15 +35,6 @@ def noise(mode: str, size=(24, 16), seed=0) -> Image.Image:
     channels = {"L": 1, "RGB": 3, "RGBA": 4, "CMYK": 4}[mode]
     pixels = rng.integers(0, 255, (size[1], size[0], channels), dtype=np.uint8)
     return Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode)
-
-
-def bomb_png(width: int, height: int) -> bytes:
-    """A small PNG whose header claims width x height: a decompression bomb's calling card."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
 
 
 def sixteen_bit_png() -> bytes:
