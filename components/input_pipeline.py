@@ -1,8 +1,9 @@
 """The trainer's input: Transform's examples -> batches of (pixels, label id).
 
 Images arrive as encoded bytes and are decoded in parallel by the shared
-components.image_ops function, with AUTOTUNE and prefetch so the accelerator
-is not left waiting on the CPU.
+components.image_ops function, augmented when training (random flips, crops,
+brightness and contrast, as configured), with AUTOTUNE and prefetch so the
+accelerator is not left waiting on the CPU.
 """
 
 from __future__ import annotations
@@ -13,9 +14,39 @@ from components import image_ops
 from components.preprocessing import IMAGE_KEY, LABEL_ID_KEY
 
 
+def augment(pixels: tf.Tensor, config: dict, seed: int) -> tf.Tensor:
+    """One training image, randomly changed as ``config`` (the training.augment section) says.
+
+    Pixels stay float32 RGB in [0, 255] at the same size, so the model sees
+    augmented and plain images the same way.
+    """
+    size = pixels.shape[0]
+    flip = config.get("flip", "none")
+    if flip in ("horizontal", "both"):
+        pixels = tf.image.random_flip_left_right(pixels, seed=seed)
+    if flip in ("vertical", "both"):
+        pixels = tf.image.random_flip_up_down(pixels, seed=seed + 1)
+    crop = float(config.get("crop", 0.0))
+    if crop:
+        side = tf.cast(tf.round(size * tf.random.uniform([], 1.0 - crop, 1.0, seed=seed + 2)), tf.int32)
+        pixels = tf.image.random_crop(pixels, tf.stack([side, side, 3]), seed=seed + 3)
+        pixels = tf.image.resize(pixels, [size, size])
+    brightness = float(config.get("brightness", 0.0))
+    if brightness:
+        pixels = tf.image.random_brightness(pixels, brightness * 255.0, seed=seed + 4)
+    contrast = float(config.get("contrast", 0.0))
+    if contrast:
+        pixels = tf.image.random_contrast(pixels, 1.0 - contrast, 1.0 + contrast, seed=seed + 5)
+    return tf.clip_by_value(pixels, 0.0, 255.0)
+
+
 def make_dataset(file_patterns: list[str], image_size: int, batch_size: int, *,
-                 training: bool, seed: int) -> tf.data.Dataset:
-    """Reads gzipped TFRecords of transformed examples; shuffles when training."""
+                 training: bool, seed: int, augmentation: dict | None = None) -> tf.data.Dataset:
+    """Reads gzipped TFRecords of transformed examples.
+
+    Training data is shuffled, augmented and repeated without end (the
+    schedule counts steps per epoch); evaluation data is read once, in order.
+    """
     files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
     if not files:
         raise FileNotFoundError(f"no transformed examples match {file_patterns}")
@@ -26,11 +57,15 @@ def make_dataset(file_patterns: list[str], image_size: int, batch_size: int, *,
 
     def parse(serialized):
         features = tf.io.parse_single_example(serialized, spec)
-        return image_ops.decode_and_resize(features[IMAGE_KEY], image_size), features[LABEL_ID_KEY]
+        pixels = image_ops.decode_and_resize(features[IMAGE_KEY], image_size)
+        if training and augmentation:
+            pixels = augment(pixels, augmentation, seed)
+        return pixels, features[LABEL_ID_KEY]
 
-    ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP",
+                                num_parallel_reads=tf.data.AUTOTUNE if training else None)
     if training:
-        ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 

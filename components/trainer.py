@@ -3,11 +3,16 @@
 It reads what the pipeline configured from ``custom_config`` (a plain dict: the
 components never import the pipeline), builds the classifier from the
 pretrained backbone, runs the unfreezing schedule and exports the SavedModel.
+
+The same code runs on a laptop's CPU and on a GPU node: with GPUs it trains
+under ``MirroredStrategy`` over all of them, in mixed precision, with the
+global batch ``batch_size`` times the number of GPUs.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 
@@ -16,11 +21,11 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
+from components.artifacts import LABEL_COUNTS_FILE, STAGE_RESULTS_FILE, write_json
 from components.backbone import load_backbone
 from components.export import export_model
-from components.artifacts import LABEL_COUNTS_FILE, STAGE_RESULTS_FILE, write_json
 from components.input_pipeline import count_labels, first_images, make_dataset
-from components.model import build_classifier
+from components.model import build_classifier, head_kwargs
 from components.preprocessing import LABEL_VOCABULARY
 from components.schedule import run_schedule, stages_from_config, write_results
 
@@ -28,6 +33,9 @@ log = logging.getLogger(__name__)
 
 # Real evaluation images replayed by TF Serving when it loads the model.
 WARMUP_IMAGES = 8
+# Under the Trainer's working directory (its ModelRun artifact): a retried
+# Trainer (a preempted node) finds them there and resumes.
+CHECKPOINT_DIR = "checkpoints"
 
 
 def _seed_everything(seed: int) -> None:
@@ -37,34 +45,56 @@ def _seed_everything(seed: int) -> None:
     tf_keras.utils.set_random_seed(seed)
 
 
+def distribution(mixed_precision: str = "auto") -> tuple[tf.distribute.Strategy, str]:
+    """MirroredStrategy over the visible GPUs, else the default (CPU) strategy; and the dtype policy."""
+    gpus = tf.config.list_logical_devices("GPU")
+    strategy = tf.distribute.MirroredStrategy() if gpus else tf.distribute.get_strategy()
+    mixed = mixed_precision == "on" or (mixed_precision == "auto" and bool(gpus))
+    policy = "mixed_float16" if mixed else "float32"
+    log.info("training on %s with %d replica(s), %s", f"{len(gpus)} GPU(s)" if gpus else "the CPU",
+             strategy.num_replicas_in_sync, policy)
+    return strategy, policy
+
+
 def run_fn(fn_args) -> None:
     """Trains the classifier in stages and exports it for serving and evaluation."""
     logging.getLogger().setLevel(logging.INFO)
     backbone_cfg = fn_args.custom_config["backbone"]
     training_cfg = fn_args.custom_config["training"]
     image_size = int(backbone_cfg["image_size"])
-    _seed_everything(int(training_cfg["seed"]))
+    seed = int(training_cfg["seed"])
+    _seed_everything(seed)
 
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     class_names = [c.decode("utf-8") if isinstance(c, bytes) else c
                    for c in tf_transform_output.vocabulary_by_name(LABEL_VOCABULARY)]
     log.info("%d classes: %s", len(class_names), ", ".join(class_names))
 
-    batch_size = int(training_cfg["batch_size"])
-    train_ds = make_dataset(fn_args.train_files, image_size, batch_size, training=True,
-                            seed=int(training_cfg["seed"]))
-    eval_ds = make_dataset(fn_args.eval_files, image_size, batch_size, training=False,
-                           seed=int(training_cfg["seed"]))
+    strategy, policy = distribution(training_cfg.get("mixed_precision", "auto"))
+    tf_keras.mixed_precision.set_global_policy(policy)
+    global_batch = int(training_cfg["batch_size"]) * strategy.num_replicas_in_sync
+    train_counts = count_labels(fn_args.train_files, class_names)
+    steps_per_epoch = max(1, math.ceil(sum(train_counts.values()) / global_batch))
+    train_ds = make_dataset(fn_args.train_files, image_size, global_batch, training=True, seed=seed,
+                            augmentation=training_cfg.get("augment"))
+    eval_ds = make_dataset(fn_args.eval_files, image_size, global_batch, training=False, seed=seed)
 
-    backbone = load_backbone(backbone_cfg["path"], backbone_cfg.get("cut_layer", ""), image_size)
-    model = build_classifier(backbone, len(class_names), image_size, float(training_cfg["dropout"]))
-    results = run_schedule(model, backbone, stages_from_config(training_cfg["stages"]),
-                           train_ds, eval_ds, log_dir=fn_args.model_run_dir)
+    with strategy.scope():
+        backbone = load_backbone(backbone_cfg, image_size, dtype_policy=policy)
+        log.info("backbone from %s (%s): %d layers, input scaling %s", backbone_cfg.get("path") or
+                 backbone_cfg.get("architecture"), backbone.source, len(backbone.model.layers), backbone.scaling)
+        model = build_classifier(backbone.model, len(class_names), image_size, scaling=backbone.scaling,
+                                 **head_kwargs(fn_args.custom_config.get("head", {})))
+    results = run_schedule(
+        model, backbone.model, stages_from_config(training_cfg["stages"]), train_ds, eval_ds,
+        steps_per_epoch=steps_per_epoch, log_dir=fn_args.model_run_dir, strategy=strategy,
+        checkpoint_dir=os.path.join(fn_args.model_run_dir, CHECKPOINT_DIR),
+        fingerprint_extra=",".join(class_names) + str(sorted(train_counts.items())))
     write_results(results, os.path.join(fn_args.model_run_dir, STAGE_RESULTS_FILE))
+    tf_keras.mixed_precision.set_global_policy("float32")
     export_model(model, tf_transform_output, class_names, image_size, fn_args.serving_model_dir,
                  max_pixels=int(fn_args.custom_config["max_pixels"]),
                  warmup_images=first_images(fn_args.eval_files, WARMUP_IMAGES))
     # The training data's class counts travel with the model (TF Serving ignores
     # this file), so the next run's DataGate can measure drift against them.
-    write_json(count_labels(fn_args.train_files, class_names),
-               fn_args.serving_model_dir, "assets.extra", LABEL_COUNTS_FILE)
+    write_json(train_counts, fn_args.serving_model_dir, "assets.extra", LABEL_COUNTS_FILE)

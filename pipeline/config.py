@@ -89,23 +89,88 @@ class DataConfig:
             problems.append(f"{at}.splits: fractions must add up to 1, got {total:g}")
 
 
+BACKBONE_SCALINGS = ("auto", "none", "unit", "tf", "torch", "caffe")
+TRAINABLE_HELP = "use none, all, top:N (layers), top:P% (of the layers), from:LAYER or auto"
+
+
 @dataclass
 class BackboneConfig:
     """The pretrained network whose features the new classifier reuses."""
 
-    # A saved Keras model: a .keras or .h5 file, or a SavedModel directory.
+    # A keras.applications architecture by name (MobileNetV2, EfficientNetB0,
+    # ResNet50, ...); empty: path is a whole saved model or a TF Hub module.
+    architecture: str = ""
+    # With an architecture: its weights, a .h5 (or .weights.h5) file, local or
+    # gs://, "imagenet" for Keras's own download, or "" for random weights.
+    # Without: a whole Keras model (.keras, .h5, a SavedModel directory) or a
+    # TF Hub module (a SavedModel directory, or an https:// handle).
     path: str = str(DEMO_DIR / "backbone.keras")
     # The layer whose output is the feature map; the layers after it (the old
     # classifier) are dropped. Empty: the last layer with a 4-D output.
     cut_layer: str = ""
     # Images are resized to this many pixels on each side before the backbone.
     image_size: int = 32
+    # The input scaling the backbone was trained with, applied inside the
+    # model so callers always send RGB pixels in [0, 255]: none (the model
+    # scales itself, as the demo's does), unit ([0, 1]), tf ([-1, 1]), torch
+    # (ImageNet mean/std), caffe (BGR, ImageNet mean). auto: the architecture's
+    # own, unit for a TF Hub module, none for a saved Keras model.
+    input_scaling: str = "auto"
 
     def check(self, problems: list[str], at: str) -> None:
-        if not self.path:
-            problems.append(f"{at}.path: name a .keras/.h5 file or a SavedModel directory")
+        if not self.path and not self.architecture:
+            problems.append(f"{at}.path: name a .keras/.h5 file, a SavedModel directory or a TF Hub "
+                            "module, or set backbone.architecture")
+        if self.architecture:
+            import tf_keras.applications as applications  # noqa: PLC0415  (only to list the names)
+            if not callable(getattr(applications, self.architecture, None)) or self.architecture[0].islower():
+                names = sorted(n for n in dir(applications) if n[0].isupper())
+                problems.append(f"{at}.architecture: '{self.architecture}' is not a keras.applications "
+                                f"model; known: {', '.join(names)}")
         if not 8 <= self.image_size <= 1024:
             problems.append(f"{at}.image_size: must be between 8 and 1024 pixels, got {self.image_size}")
+        if self.input_scaling not in BACKBONE_SCALINGS:
+            problems.append(f"{at}.input_scaling: use one of {', '.join(BACKBONE_SCALINGS)}, got '{self.input_scaling}'")
+
+
+@dataclass
+class HeadConfig:
+    """The new classifier on top of the backbone's features."""
+
+    pooling: str = "avg"                 # avg, max or flatten (for a 4-D feature map)
+    dense_units: list[int] = field(default_factory=list)  # hidden layers before the output, e.g. [256]
+    activation: str = "relu"             # of the hidden layers
+    dropout: float = 0.2                 # before each dense layer and the output
+
+    def check(self, problems: list[str], at: str) -> None:
+        if self.pooling not in ("avg", "max", "flatten"):
+            problems.append(f"{at}.pooling: use avg, max or flatten, got '{self.pooling}'")
+        for i, units in enumerate(self.dense_units):
+            if units < 1:
+                problems.append(f"{at}.dense_units[{i}]: must be >= 1, got {units}")
+        if self.activation not in ("relu", "gelu", "swish", "tanh", "elu"):
+            problems.append(f"{at}.activation: use relu, gelu, swish, tanh or elu, got '{self.activation}'")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"{at}.dropout: must be in [0, 1), got {self.dropout}")
+
+
+def check_trainable(spec: str) -> str | None:
+    """None if ``spec`` is a valid stage.trainable value, else what is wrong with it."""
+    kind, _, arg = spec.partition(":")
+    if spec in ("none", "all", "auto"):
+        return None
+    if kind == "top" and arg.endswith("%"):
+        try:
+            if 0 < float(arg[:-1]) <= 100:
+                return None
+        except ValueError:
+            pass
+        return f"top:P% needs a percentage in (0, 100], got '{spec}'"
+    if kind == "top":
+        return None if arg.isdigit() and int(arg) > 0 else f"top:N needs a number of layers >= 1, got '{spec}'"
+    if kind == "from":
+        return None if arg else "from:LAYER needs a layer name, e.g. from:block5_conv1"
+    return f"{TRAINABLE_HELP}; got '{spec}'"
 
 
 @dataclass
@@ -114,42 +179,106 @@ class StageConfig:
 
     name: str = ""
     epochs: int = 1
-    # How many of the backbone's layers train, counted from the top: 0 trains
-    # the head alone; -1 unfreezes the whole backbone.
-    unfreeze_top_layers: int = 0
+    # What of the backbone trains: none (the head alone), all, top:N (its top
+    # N layers), top:P% (that share of its layers), from:LAYER (that layer and
+    # everything above it), or auto: unfreeze one block at the start, then the
+    # next block down each time the monitored metric stalls for `patience`
+    # epochs, up to auto_max_blocks.
+    trainable: str = "none"
     learning_rate: float = 1e-3
+    # The learning rate rises linearly over warmup_epochs, then follows
+    # `decay` (constant, or cosine down to 0 at the stage's end).
+    warmup_epochs: float = 0.0
+    decay: str = "cosine"
+    optimizer: str = "adam"              # adam, adamw, sgd (momentum 0.9) or rmsprop
+    weight_decay: float = 0.0            # decoupled weight decay; 0 = off
+    # Each backbone block below the top trainable one learns at this factor of
+    # the one above it (e.g. 0.7): earlier layers move less. 1 = off.
+    layer_lr_decay: float = 1.0
+    # Early stopping: stop the stage when `monitor` has not improved for
+    # `patience` epochs (0 = never), and end the stage with its best weights.
+    monitor: str = "val_accuracy"
+    patience: int = 0
+    restore_best: bool = True
+    auto_max_blocks: int = 2             # trainable: auto unfreezes at most this many blocks
 
     def check(self, problems: list[str], at: str) -> None:
         if self.epochs < 1:
             problems.append(f"{at}.epochs: must be >= 1, got {self.epochs}")
-        if self.unfreeze_top_layers < -1:
-            problems.append(f"{at}.unfreeze_top_layers: use 0 (head only), N (top N layers) or -1 (all), got {self.unfreeze_top_layers}")
+        problem = check_trainable(self.trainable)
+        if problem:
+            problems.append(f"{at}.trainable: {problem}")
         if not 0 < self.learning_rate < 1:
             problems.append(f"{at}.learning_rate: must be in (0, 1), got {self.learning_rate}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            problems.append(f"{at}.warmup_epochs: must be in [0, epochs={self.epochs}], got {self.warmup_epochs}")
+        if self.decay not in ("constant", "cosine"):
+            problems.append(f"{at}.decay: use constant or cosine, got '{self.decay}'")
+        if self.optimizer not in ("adam", "adamw", "sgd", "rmsprop"):
+            problems.append(f"{at}.optimizer: use adam, adamw, sgd or rmsprop, got '{self.optimizer}'")
+        if not 0 <= self.weight_decay < 1:
+            problems.append(f"{at}.weight_decay: must be in [0, 1), got {self.weight_decay}")
+        if not 0 < self.layer_lr_decay <= 1:
+            problems.append(f"{at}.layer_lr_decay: must be in (0, 1] (1 = off), got {self.layer_lr_decay}")
+        if self.monitor not in ("val_accuracy", "val_loss"):
+            problems.append(f"{at}.monitor: use val_accuracy or val_loss, got '{self.monitor}'")
+        if self.patience < 0:
+            problems.append(f"{at}.patience: must be >= 0 (0 = no early stopping), got {self.patience}")
+        if self.trainable == "auto" and self.patience < 1:
+            problems.append(f"{at}.patience: trainable auto unfreezes the next block after `patience` "
+                            "epochs without improvement, so it needs patience >= 1")
+        if self.auto_max_blocks < 1:
+            problems.append(f"{at}.auto_max_blocks: must be >= 1, got {self.auto_max_blocks}")
 
 
 def _default_stages() -> list[StageConfig]:
     return [
-        StageConfig(name="head", epochs=10, unfreeze_top_layers=0, learning_rate=3e-3),
-        # The demo backbone's last block: two conv/BatchNorm/ReLU triples and the pool below them.
-        StageConfig(name="top", epochs=10, unfreeze_top_layers=7, learning_rate=3e-4),
+        # The new head alone, on the frozen backbone's features.
+        StageConfig(name="head", epochs=10, trainable="none", learning_rate=3e-3),
+        # Then the backbone from the top down, a block at a time as the
+        # validation accuracy stalls, at a tenth of the rate, ending with the
+        # best epoch's weights.
+        StageConfig(name="fine_tune", epochs=10, trainable="auto", learning_rate=3e-4,
+                    warmup_epochs=1, patience=2, auto_max_blocks=2),
     ]
 
 
 @dataclass
-class TrainingConfig:
-    """The new head and the staged fine-tuning schedule."""
+class AugmentConfig:
+    """Random changes to training images (never to evaluation or serving ones)."""
 
+    flip: str = "none"                   # none, horizontal, vertical or both
+    crop: float = 0.0                    # crop up to this share of each side, then resize back; 0 = off
+    brightness: float = 0.0              # shift by up to this much of the range; 0 = off
+    contrast: float = 0.0                # scale contrast by up to 1 +/- this; 0 = off
+
+    def check(self, problems: list[str], at: str) -> None:
+        if self.flip not in ("none", "horizontal", "vertical", "both"):
+            problems.append(f"{at}.flip: use none, horizontal, vertical or both, got '{self.flip}'")
+        for name in ("crop", "brightness", "contrast"):
+            if not 0 <= getattr(self, name) < 1:
+                problems.append(f"{at}.{name}: must be in [0, 1), got {getattr(self, name)}")
+
+
+@dataclass
+class TrainingConfig:
+    """The staged fine-tuning schedule and how it runs."""
+
+    # Per accelerator: with N GPUs the global batch is N times this.
     batch_size: int = 32
-    dropout: float = 0.2
     seed: int = 42
+    # float16 compute (float32 weights and output) on GPUs: auto = on when
+    # training on GPUs; on forces it, off never.
+    mixed_precision: str = "auto"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     stages: list[StageConfig] = field(default_factory=_default_stages)
 
     def check(self, problems: list[str], at: str) -> None:
         if self.batch_size < 1:
             problems.append(f"{at}.batch_size: must be >= 1, got {self.batch_size}")
-        if not 0 <= self.dropout < 1:
-            problems.append(f"{at}.dropout: must be in [0, 1), got {self.dropout}")
+        if self.mixed_precision not in ("auto", "on", "off"):
+            problems.append(f"{at}.mixed_precision: use auto, on or off, got '{self.mixed_precision}'")
+        self.augment.check(problems, f"{at}.augment")
         if not self.stages:
             problems.append(f"{at}.stages: needs at least one stage (e.g. the head alone)")
         names = [s.name for s in self.stages]
@@ -273,6 +402,7 @@ class ThawConfig:
     )
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
@@ -356,7 +486,7 @@ def _build(cls: type, data: dict[str, Any], at: str, problems: list[str]):
 def _validate(config: ThawConfig, source: str) -> ThawConfig:
     problems: list[str] = []
     config.check(problems, "")
-    for section in ("data", "backbone", "training", "gate", "serving", "kubeflow"):
+    for section in ("data", "backbone", "head", "training", "gate", "serving", "kubeflow"):
         getattr(config, section).check(problems, section)
     if problems:
         raise ConfigError(source, problems)
@@ -370,7 +500,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get(path[-1]), str) and node[path[-1]]:
             value = os.path.expanduser(node[path[-1]])
-            if "://" not in value:
+            if "://" not in value and value != "imagenet":  # Keras's own download, no path
                 value = str((base / value).resolve())
             node[path[-1]] = value
 

@@ -100,6 +100,7 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
     data_limits = RuntimeParameter(name="data_limits", ptype=str, default=json.dumps(config.data.gate_limits()))
     training = RuntimeParameter(name="training", ptype=str, default=json.dumps({
         "backbone": dataclasses.asdict(config.backbone),
+        "head": dataclasses.asdict(config.head),
         "training": dataclasses.asdict(config.training),
         "max_pixels": config.data.max_pixels,
     }))

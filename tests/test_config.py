@@ -20,8 +20,7 @@ def test_defaults_are_valid_and_point_at_the_demo(workdir):
     config = config_lib.load()
     assert config.data.root.endswith("build/demo/data")
     assert config.backbone.path.endswith("build/demo/backbone.keras")
-    assert [s.name for s in config.training.stages] == ["head", "top"]
-    assert config.training.stages[0].unfreeze_top_layers == 0
+    assert [(s.name, s.trainable) for s in config.training.stages] == [("head", "none"), ("fine_tune", "auto")]
     assert config.training.stages[1].learning_rate < config.training.stages[0].learning_rate
     assert config.output_dir == str(workdir / "thaw-output")
     assert config.metadata_path == str(workdir / "thaw-output" / "metadata.sqlite")
@@ -59,13 +58,50 @@ def test_stages_load_from_yaml(workdir):
         training:
           batch_size: 8
           stages:
-            - {name: head, epochs: 2, unfreeze_top_layers: 0, learning_rate: 0.01}
-            - {name: all, epochs: 1, unfreeze_top_layers: -1, learning_rate: 1.0e-5}
+            - {name: head, epochs: 2, trainable: none, learning_rate: 0.01}
+            - {name: top, epochs: 3, trainable: "top:20%", learning_rate: 1.0e-4, warmup_epochs: 1,
+               optimizer: adamw, weight_decay: 0.01, layer_lr_decay: 0.7, patience: 2}
+            - {name: all, epochs: 1, trainable: all, learning_rate: 1.0e-5, decay: constant}
     """)
     config = config_lib.load(path)
-    assert [(s.name, s.epochs, s.unfreeze_top_layers) for s in config.training.stages] == [
-        ("head", 2, 0), ("all", 1, -1)]
-    assert config.training.stages[1].learning_rate == pytest.approx(1e-5)
+    assert [(s.name, s.epochs, s.trainable) for s in config.training.stages] == [
+        ("head", 2, "none"), ("top", 3, "top:20%"), ("all", 1, "all")]
+    assert config.training.stages[2].learning_rate == pytest.approx(1e-5)
+    top = config.training.stages[1]
+    assert (top.optimizer, top.weight_decay, top.layer_lr_decay, top.patience) == ("adamw", 0.01, 0.7, 2)
+
+
+def test_trainer_settings_are_checked_field_by_field(workdir):
+    path = write(workdir / "thaw.yaml", """
+        backbone: {architecture: MobileNetV9, input_scaling: bgr}
+        head: {pooling: mean, dense_units: [0], dropout: 1.5}
+        training:
+          mixed_precision: maybe
+          augment: {flip: diagonal, crop: 2}
+          stages:
+            - {name: a, trainable: "top:0"}
+            - {name: b, trainable: "top:150%"}
+            - {name: c, trainable: "from:"}
+            - {name: d, trainable: some}
+            - {name: e, trainable: auto, patience: 0, optimizer: lamb, decay: step, warmup_epochs: 5,
+               layer_lr_decay: 0, monitor: loss}
+    """)
+    with pytest.raises(config_lib.ConfigError) as error:
+        config_lib.load(path)
+    message = str(error.value)
+    for expected in (
+            "backbone.architecture: 'MobileNetV9' is not a keras.applications model; known: ConvNeXtBase",
+            "backbone.input_scaling: use one of auto, none, unit, tf, torch, caffe, got 'bgr'",
+            "head.pooling: use avg, max or flatten", "head.dense_units[0]: must be >= 1", "head.dropout",
+            "training.mixed_precision: use auto, on or off", "training.augment.flip", "training.augment.crop",
+            "training.stages[0].trainable: top:N needs a number of layers >= 1, got 'top:0'",
+            "training.stages[1].trainable: top:P% needs a percentage in (0, 100], got 'top:150%'",
+            "training.stages[2].trainable: from:LAYER needs a layer name",
+            "training.stages[3].trainable: use none, all, top:N (layers), top:P% (of the layers), from:LAYER or auto",
+            "training.stages[4].patience: trainable auto unfreezes the next block",
+            "training.stages[4].optimizer", "training.stages[4].decay", "training.stages[4].warmup_epochs",
+            "training.stages[4].layer_lr_decay", "training.stages[4].monitor"):
+        assert expected in message, expected
 
 
 def test_every_bad_field_is_named_at_once(workdir):

@@ -57,7 +57,7 @@ def test_the_pipeline_ingests_trains_blesses_and_pushes(first_run):
     assert summary.ingested == 150 and summary.quarantined == []
     assert summary.classes == ["eight", "five", "nine", "seven", "six"]
     assert set(summary.splits) == {"train", "eval"} and sum(summary.splits.values()) == 150
-    assert [s["name"] for s in summary.stages] == ["head", "top"]
+    assert [s["name"] for s in summary.stages] == ["head", "fine_tune"]
     assert summary.stages[1]["trainable_params"] > summary.stages[0]["trainable_params"]
     assert summary.metrics["accuracy"] >= 0.6
     assert summary.metrics["example_count"] == summary.splits["eval"]
@@ -68,6 +68,25 @@ def test_the_pipeline_ingests_trains_blesses_and_pushes(first_run):
     assert [(k, n) for k, n, _, _ in STEPS] == [(k, 11) for k in range(1, 12)]
     nodes = [node for _, _, node, state in STEPS if state == "running"]
     assert nodes[0] == "ImageExampleGen" and nodes[-1] == "AtomicPusher" and len(nodes) == 11
+
+
+def test_the_signatures_names_dtypes_and_shapes(first_run):
+    import tensorflow as tf
+
+    _, summary = first_run
+    model = tf.saved_model.load(summary.pushed_to)
+    assert set(model.signatures) == {"serving_default", "serving_examples", "transform_features"}
+    outputs = {"probabilities": ("float32", [None, 5]), "class_ids": ("int64", [None]),
+               "classes": ("string", [None]), "top_k_probabilities": ("float32", [None, 5]),
+               "top_k_classes": ("string", [None, 5])}
+    for name, input_name in (("serving_default", "image_bytes"), ("serving_examples", "examples")):
+        signature = model.signatures[name]
+        inputs = signature.structured_input_signature[1]
+        assert {k: (v.dtype.name, v.shape.as_list()) for k, v in inputs.items()} == {input_name: ("string", [None])}
+        got = {k: (v.dtype.name, v.shape.as_list()) for k, v in signature.structured_outputs.items()}
+        assert got == outputs, name
+    transform = model.signatures["transform_features"]
+    assert set(transform.structured_outputs) == {"image_bytes", "label_id"}
 
 
 def test_the_pushed_model_classifies_images_in_a_fresh_process(first_run, tiny_demo):
@@ -148,7 +167,7 @@ def test_a_worse_candidate_is_not_pushed_and_serving_is_untouched(first_run):
     config.gate.min_accuracy = 0.0  # the comparison with the last blessed model stops it,
     config.gate.min_macro_recall = config.gate.min_class_recall = 0.0
     config.gate.class_recall_floors = {"five": 0.99}  # and so does one class's recall
-    config.training.stages = [config_lib.StageConfig(name="barely", epochs=1, unfreeze_top_layers=0,
+    config.training.stages = [config_lib.StageConfig(name="barely", epochs=1, trainable="none",
                                                      learning_rate=1e-6)]
     before = snapshot(config.serving_path)
     summary = run_local(config)

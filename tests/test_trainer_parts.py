@@ -1,4 +1,9 @@
-"""The trainer's parts: decoding, backbone loading and cutting, the schedule."""
+"""The trainer's parts: decoding and augmenting images, what trains at each stage, the schedule."""
+
+import json
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -6,22 +11,11 @@ import tensorflow as tf
 import tf_keras
 
 from components import image_ops
-from components.backbone import BackboneError, feature_layer, load_backbone
-from components.model import build_classifier
-from components.schedule import Stage, count_trainable, run_schedule, set_trainable
-from tests.conftest import png_bytes
-
-
-def small_cnn(size=16, classes=3):
-    inputs = tf_keras.Input((size, size, 3))
-    x = tf_keras.layers.Rescaling(1 / 255.0, name="rescale")(inputs)
-    x = tf_keras.layers.Conv2D(4, 3, name="conv1")(x)
-    x = tf_keras.layers.BatchNormalization(name="bn1")(x)
-    x = tf_keras.layers.ReLU(name="relu1")(x)
-    x = tf_keras.layers.Conv2D(4, 3, name="conv2")(x)
-    x = tf_keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = tf_keras.layers.Dense(classes, activation="softmax", name="predictions")(x)
-    return tf_keras.Model(inputs, outputs)
+from components.input_pipeline import augment
+from components.schedule import (Stage, WarmupCosine, block_starts, count_trainable, first_trainable_layer,
+                                 run_schedule, set_trainable)
+from tests.conftest import REPO, png_bytes
+from tests.schedule_job import blocks_cnn, classifier, toy_data
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P"])
@@ -36,72 +30,170 @@ def test_decode_rejects_bytes_that_are_no_image():
         image_ops.decode_and_resize(tf.constant(b"not an image"), 32)
 
 
-@pytest.mark.parametrize("suffix", [".keras", ".h5", "_savedmodel"])
-def test_backbones_load_from_every_saved_format_and_cut_at_the_feature_map(tmp_path, suffix):
-    path = str(tmp_path / f"model{suffix}")
-    if suffix == "_savedmodel":
-        small_cnn().save(path, save_format="tf")
+def test_augmentation_keeps_size_and_range_and_changes_training_images():
+    pixels = tf.constant(np.random.default_rng(0).uniform(0, 255, (16, 16, 3)).astype("float32"))
+    config = {"flip": "both", "crop": 0.3, "brightness": 0.2, "contrast": 0.3}
+    outputs = [augment(pixels, config, seed=i) for i in range(4)]
+    for out in outputs:
+        assert out.shape == (16, 16, 3)
+        assert 0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 255
+    assert any(not np.allclose(out, pixels) for out in outputs)
+    np.testing.assert_array_equal(augment(pixels, {"flip": "none"}, seed=0), pixels)
+
+
+def test_blocks_follow_keras_applications_layer_names():
+    _, backbone = classifier()
+    names = [layer.name for layer in backbone.layers]
+    assert [names[i] for i in block_starts(backbone)] == ["block1_conv", "block2_conv", "block3_conv"]
+    mobilenet = tf_keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
+    starts = [mobilenet.layers[i].name for i in block_starts(mobilenet)]
+    assert starts[:3] == ["Conv1", "expanded_conv_depthwise", "block_1_expand"]
+    assert starts[-2:] == ["block_16_expand", "Conv_1"]
+
+
+@pytest.mark.parametrize("spec,blocks,first_name", [
+    ("none", 0, None), ("all", 0, "image"), ("top:3", 0, "block3_conv"), ("top:50%", 0, "block2_conv"),
+    ("from:block2_conv", 0, "block2_conv"), ("auto", 1, "block3_conv"), ("auto", 2, "block2_conv")])
+def test_what_trains_at_each_trainable_setting(spec, blocks, first_name):
+    model, backbone = classifier()
+    first = first_trainable_layer(backbone, spec, blocks)
+    set_trainable(backbone, first)
+    trainable = [layer.name for layer in backbone.layers if layer.trainable and backbone.trainable]
+    if first_name is None:
+        assert not backbone.trainable_weights and count_trainable(model) == 4 * 2 + 2
     else:
-        small_cnn().save(path)
-    backbone = load_backbone(path, image_size=16)
-    assert backbone.layers[-1].name == "conv2"
-    assert backbone.output_shape == (None, 12, 12, 4)
+        names = [layer.name for layer in backbone.layers]
+        assert trainable == names[names.index(first_name):]
+        frozen = {layer.name for layer in backbone.layers} - set(trainable)
+        assert not [w for layer in backbone.layers if layer.name in frozen for w in layer.trainable_weights]
 
 
-def test_named_cut_layer_and_a_wrong_one(tmp_path):
-    model = small_cnn()
-    assert feature_layer(model, "relu1").name == "relu1"
-    with pytest.raises(BackboneError, match="no layer named 'block9'.*conv1, bn1"):
-        feature_layer(model, "block9")
+def test_a_trainable_layer_that_does_not_exist_is_named_with_the_choices():
+    _, backbone = classifier()
+    with pytest.raises(ValueError, match="no layer named 'block9_conv'.*block1_conv"):
+        first_trainable_layer(backbone, "from:block9_conv")
 
 
-def test_backbone_errors_name_the_path_and_the_fix(tmp_path):
-    with pytest.raises(BackboneError, match="does not exist"):
-        load_backbone(str(tmp_path / "missing.keras"))
-    (tmp_path / "dir").mkdir()
-    with pytest.raises(BackboneError, match="without saved_model.pb"):
-        load_backbone(str(tmp_path / "dir"))
-    small_cnn().save(tmp_path / "m.keras")
-    with pytest.raises(BackboneError, match="takes 16x16 images but backbone.image_size is 32"):
-        load_backbone(str(tmp_path / "m.keras"), image_size=32)
+def test_warmup_then_cosine_decay_and_its_continuation():
+    schedule = WarmupCosine(1e-3, total_steps=100, warmup_steps=10)
+    lrs = [float(schedule(step)) for step in (0, 4, 9, 10, 55, 99)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[1] == pytest.approx(5e-4) and lrs[2] == pytest.approx(1e-3)
+    assert lrs[3] == pytest.approx(1e-3) and lrs[4] == pytest.approx(5e-4, rel=1e-3) and lrs[5] < 1e-6
+    assert float(WarmupCosine(1e-3, 100, 10, offset=55)(0)) == pytest.approx(lrs[4])
+    assert float(WarmupCosine(1e-3, 100, decay="constant")(99)) == pytest.approx(1e-3)
 
 
-def test_set_trainable_freezes_all_but_the_top_layers():
-    backbone = load_backbone_from(small_cnn())
-    set_trainable(backbone, 0)
-    assert not backbone.trainable_weights
-    set_trainable(backbone, 2)  # relu1 and conv2; relu1 has no weights
-    assert [w.name.split("/")[0] for w in backbone.trainable_weights] == ["conv2", "conv2"]
-    set_trainable(backbone, -1)
-    assert len(backbone.trainable_weights) == len(backbone.weights) - 2  # BN moving stats never train
-
-
-def load_backbone_from(model):
-    return tf_keras.Model(model.inputs, feature_layer(model).output, name="backbone")
-
-
-def test_schedule_trains_the_head_then_the_top_with_batchnorm_in_inference_mode(tmp_path):
+def test_the_head_trains_first_then_the_top_with_batchnorm_in_inference_mode(tmp_path):
     tf_keras.utils.set_random_seed(0)
-    backbone = load_backbone_from(small_cnn())
-    model = build_classifier(backbone, num_classes=2, image_size=16, dropout=0.0)
-    bn = backbone.get_layer("bn1")
+    model, backbone = classifier()
+    bn = backbone.get_layer("block1_bn")
     moving_mean = bn.moving_mean.numpy().copy()
-    conv1, conv2 = (backbone.get_layer(n).kernel.numpy().copy() for n in ("conv1", "conv2"))
-    x = np.random.default_rng(0).uniform(0, 255, (16, 16, 16, 3)).astype("float32")
-    y = np.arange(16) % 2
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
-    stages = [Stage("head", 1, 0, 1e-2), Stage("top", 1, 1, 1e-3)]
-    results = run_schedule(model, backbone, stages, ds, ds, log_dir=str(tmp_path))
+    kernels = {n: backbone.get_layer(n).kernel.numpy().copy() for n in ("block1_conv", "block3_conv")}
+    stages = [Stage("head", 2, "none", 1e-2, warmup_epochs=1), Stage("top", 1, "top:3", 1e-3, decay="constant")]
+    results = run_schedule(model, backbone, stages, toy_data(), toy_data(seed=1), steps_per_epoch=4,
+                           log_dir=str(tmp_path))
 
     assert [r.name for r in results] == ["head", "top"]
     head_params = 4 * 2 + 2  # the new dense layer alone
     assert results[0].trainable_params == head_params
-    assert results[1].trainable_params == head_params + 3 * 3 * 4 * 4 + 4  # plus conv2
+    assert results[1].trainable_params == head_params + 3 * 3 * 4 * 4 + 4 + 2 * 4  # block3's conv and BN
     assert [r.learning_rate for r in results] == [1e-2, 1e-3]
-    assert all(r.epochs_run == 1 for r in results)
-    # The top stage moved conv2 only; conv1 stayed frozen through both stages.
-    np.testing.assert_array_equal(backbone.get_layer("conv1").kernel.numpy(), conv1)
-    assert not np.array_equal(backbone.get_layer("conv2").kernel.numpy(), conv2)
+    # The learning rate per epoch: warmup over the first epoch, then cosine; constant in the top stage.
+    assert results[0].history["learning_rate"] == pytest.approx([2.5e-3, 1e-2], rel=1e-5)
+    assert results[1].history["learning_rate"] == pytest.approx([1e-3])
+    assert [r.epochs_run for r in results] == [2, 1]
+    # The top stage moved block3 only; block1 stayed frozen through both stages.
+    np.testing.assert_array_equal(backbone.get_layer("block1_conv").kernel.numpy(), kernels["block1_conv"])
+    assert not np.array_equal(backbone.get_layer("block3_conv").kernel.numpy(), kernels["block3_conv"])
     # BatchNorm ran in inference mode: its moving statistics never changed.
     np.testing.assert_array_equal(bn.moving_mean.numpy(), moving_mean)
     assert count_trainable(model) == results[1].trainable_params
+    assert tf.io.gfile.glob(str(tmp_path / "train" / "events.out.tfevents.*"))  # TensorBoard
+
+
+class KeepWeights(tf_keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.by_epoch = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.by_epoch.append(self.model.get_weights())
+
+
+def test_early_stopping_ends_the_stage_with_its_best_epochs_weights():
+    tf_keras.utils.set_random_seed(0)
+    model, backbone = classifier()
+    kept = KeepWeights()
+    # Validation labels are the training labels swapped: once the model
+    # learns, val_loss only gets worse.
+    stage = Stage("all", 8, "all", 1e-2, decay="constant", monitor="val_loss", patience=2)
+    (result,) = run_schedule(model, backbone, [stage], toy_data(), toy_data(flip_labels=True), steps_per_epoch=4,
+                             callbacks=[kept])
+    losses = result.history["val_loss"]
+    best = int(np.argmin(losses)) + 1
+    assert result.stopped_early and result.best_epoch == best and result.epochs_run == best + 2 < 8
+    assert result.best_val_accuracy == result.history["val_accuracy"][best - 1]
+    for got, want in zip(model.get_weights(), kept.by_epoch[best - 1]):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_auto_unfreezes_the_next_block_when_validation_stalls():
+    tf_keras.utils.set_random_seed(0)
+    model, backbone = classifier()
+    stage = Stage("auto", 6, "auto", 1e-2, decay="constant", monitor="val_loss", patience=1, auto_max_blocks=2,
+                  restore_best=False)
+    (result,) = run_schedule(model, backbone, [stage], toy_data(), toy_data(flip_labels=True), steps_per_epoch=4)
+    # A stalled epoch unfreezes block 2; another, at the limit of 2 blocks, stops the stage.
+    assert result.blocks_unfrozen == 2 and result.stopped_early and result.epochs_run < 6
+    assert result.trainable == "backbone from block2_conv up (6 of 11 layers)"
+    assert backbone.get_layer("block2_conv").trainable and not backbone.get_layer("block1_conv").trainable
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "rmsprop", "sgd"])
+def test_per_block_learning_rate_decay_moves_earlier_blocks_less(optimizer):
+    moves = {}
+    for decay in (1.0, 0.5):
+        tf_keras.utils.set_random_seed(0)
+        model, backbone = classifier()
+        before = {n: backbone.get_layer(n).kernel.numpy().copy() for n in ("block1_conv", "block2_conv", "block3_conv")}
+        head = model.get_layer("probabilities").kernel.numpy().copy()
+        stage = Stage("all", 1, "all", 1e-2, decay="constant", optimizer=optimizer, layer_lr_decay=decay)
+        run_schedule(model, backbone, [stage], toy_data().take(1), toy_data().take(1), steps_per_epoch=1)
+        moves[decay] = {n: np.abs(backbone.get_layer(n).kernel.numpy() - w).mean() for n, w in before.items()}
+        moves[decay]["head"] = np.abs(model.get_layer("probabilities").kernel.numpy() - head).mean()
+    ratio = {n: moves[0.5][n] / moves[1.0][n] for n in moves[1.0]}
+    # One step from the same start: the head at the full rate, block3 at half, block2 a quarter, block1 an eighth.
+    assert ratio["head"] == pytest.approx(1.0, rel=1e-4)
+    assert ratio["block3_conv"] == pytest.approx(0.5, rel=0.02)
+    assert ratio["block2_conv"] == pytest.approx(0.25, rel=0.02)
+    assert ratio["block1_conv"] == pytest.approx(0.125, rel=0.02)
+
+
+def run_job(checkpoint_dir, *args):
+    proc = subprocess.run([sys.executable, "-m", "tests.schedule_job", str(checkpoint_dir), *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    return proc, (json.loads(lines[-1]) if lines else None)
+
+
+def test_a_killed_run_resumes_at_the_next_epoch_of_the_same_stage(tmp_path):
+    # Epochs 0-1 are the head stage, 2-4 the top stage; die as epoch 3 begins.
+    killed, _ = run_job(tmp_path / "resumed", "--kill-at-epoch", "3")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    resumed_proc, resumed = run_job(tmp_path / "resumed")
+    assert resumed_proc.returncode == 0, resumed_proc.stderr[-2000:]
+    assert "resuming from" in resumed_proc.stderr and "at stage 2 of 2, after 1 of its epochs" in resumed_proc.stderr
+    assert resumed["trained"] == [3, 4]
+    assert [(r["name"], r["epochs_run"]) for r in resumed["results"]] == [("head", 2), ("top", 3)]
+    # It ends where an uninterrupted run ends: same history, same weights.
+    whole_proc, whole = run_job(tmp_path / "whole")
+    assert whole["trained"] == [0, 1, 2, 3, 4]
+    assert resumed["results"] == whole["results"]
+    assert resumed["weights"] == whole["weights"]
+
+
+def test_the_schedule_runs_under_mirrored_strategy_in_mixed_precision(tmp_path):
+    proc, out = run_job(tmp_path / "mirrored", "--replicas", "2", "--mixed")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out["replicas"] == 2 and out["trained"] == [0, 1, 2, 3, 4]
+    assert out["head_compute_dtype"] == "float16" and out["output_dtype"] == "float32"
