@@ -13,6 +13,7 @@ import pytest
 from pipeline import cli
 from pipeline import config as config_lib
 from pipeline.runners import run_local
+from tests.headless_chromium import chromium, render
 from tests.http_fakes import json_server
 
 pytestmark = pytest.mark.e2e
@@ -37,11 +38,20 @@ print(json.dumps({
 """
 
 
+# Files the first run must quarantine (path under the data root, reason), so the
+# report's list of quarantined files is checked on a real run.
+BAD_FILES = [("five/empty.png", "empty file"), ("six/notes.jpg", "not an image (no known image header)")]
+
+
 @pytest.fixture(scope="module")
 def first_run(tiny_demo, tmp_path_factory):
+    data = tmp_path_factory.mktemp("data") / "images"
+    shutil.copytree(tiny_demo["data"], data)  # the session's demo stays clean for the other tests
+    (data / "five" / "empty.png").write_bytes(b"")
+    (data / "six" / "notes.jpg").write_text("a text file with an image's name")
     out = tmp_path_factory.mktemp("run")
     config = config_lib.load(None, {
-        "data.root": tiny_demo["data"],
+        "data.root": str(data),
         "backbone.path": tiny_demo["backbone"],
         "output_dir": str(out),
         "beam_pipeline_args": ["--direct_running_mode=in_memory"],
@@ -54,7 +64,9 @@ def first_run(tiny_demo, tmp_path_factory):
 
 def test_the_pipeline_ingests_trains_blesses_and_pushes(first_run):
     config, summary = first_run
-    assert summary.ingested == 150 and summary.quarantined == []
+    assert summary.ingested == 150
+    assert [(q["path"], q["reason"]) for q in summary.quarantined] == BAD_FILES
+    assert summary.warnings == ["2 of 152 files (1.3%) were quarantined"]
     assert summary.classes == ["eight", "five", "nine", "seven", "six"]
     assert set(summary.splits) == {"train", "eval"} and sum(summary.splits.values()) == 150
     assert [s["name"] for s in summary.stages] == ["head", "fine_tune"]
@@ -160,6 +172,28 @@ def test_the_report_shows_every_stage_of_the_run_and_fetches_nothing(first_run):
     assert page.count('src="data:image/png;base64,') >= 5 * 1 + 3  # thumbnails, sizes, curves, confusion matrix
     assert "BLESSED" in page and Path(summary.pushed_to).name in page
     assert not re.search(r'(src|href)="(https?:)?//', page)  # self-contained: no network
+
+
+@pytest.mark.skipif(chromium() is None,
+                    reason="no chromium on PATH: install Debian's chromium (apt-get install chromium)")
+def test_the_report_renders_in_a_browser_with_no_errors_and_lists_every_quarantined_file(first_run, tmp_path):
+    from PIL import Image
+
+    from pipeline.report import write_report
+
+    config, summary = first_run
+    page = Path(write_report(config.output_dir, str(tmp_path / "report.html")))
+    result = render(page, tmp_path / "report.png", tmp_path / "profile", width=1200, height=3000)
+    assert result.errors == []
+    assert result.requests[0] == page.as_uri()
+    assert all(url.startswith("data:image/png;base64,") for url in result.requests[1:])
+    assert len(result.requests) >= 5 + 3  # thumbnails, sizes, curves, confusion matrix: all drawn
+    screenshot = Image.open(result.png).convert("RGB")
+    assert screenshot.size == (1200, 3000)
+    assert len(screenshot.getcolors(1200 * 3000)) > 16  # plots and thumbnails, not a blank page
+    assert len(summary.quarantined) == len(BAD_FILES)
+    for entry in summary.quarantined:  # each on its own row, as a reader sees it
+        assert f"{entry['path']}\t{entry['reason']}" in result.text.splitlines(), entry
 
 
 def test_a_worse_candidate_is_not_pushed_and_serving_is_untouched(first_run):
