@@ -91,11 +91,9 @@ def test_runtime_parameters_a_ui_run_can_change_have_the_configured_defaults(com
     assert all(p["isOptional"] for p in parameters.values())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: TFX's KFP v2 container entrypoint imports a custom artifact's class from its type name "
-    "(kubeflow_v2_entrypoint_utils._retrieve_class_path), and no module 'thaw' holds thaw.IngestionReport "
-    "or thaw.DataVerdict, so ImageExampleGen and DataGate would fail on a cluster before their executors run"))
 def test_every_artifact_type_in_the_spec_is_one_the_kubeflow_entrypoint_can_load(compiled):
+    # TFX's KFP v2 container entrypoint imports a custom artifact's class from
+    # its type name (kubeflow_v2_entrypoint_utils), before the executor runs.
     from kfp.pipeline_spec import pipeline_spec_pb2 as pb
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
 
