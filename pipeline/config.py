@@ -233,12 +233,13 @@ class StageConfig:
 
 def _default_stages() -> list[StageConfig]:
     return [
-        # The new head alone, on the frozen backbone's features.
-        StageConfig(name="head", epochs=10, trainable="none", learning_rate=3e-3),
+        # The new head alone, on the frozen backbone's features, at a constant rate.
+        StageConfig(name="head", epochs=10, trainable="none", learning_rate=3e-3, decay="constant"),
         # Then the backbone from the top down, a block at a time as the
-        # validation accuracy stalls, at a tenth of the rate, ending with the
-        # best epoch's weights.
-        StageConfig(name="fine_tune", epochs=10, trainable="auto", learning_rate=3e-4,
+        # validation accuracy stalls, at a lower rate that warms up (the new
+        # head's gradients are large at first) and decays on a cosine, ending
+        # with the best epoch's weights.
+        StageConfig(name="fine_tune", epochs=10, trainable="auto", learning_rate=1e-3,
                     warmup_epochs=1, patience=2, auto_max_blocks=2),
     ]
 
@@ -363,6 +364,9 @@ class KubeflowConfig:
     gpu_resource: str = "nvidia.com/gpu"
     trainer_cpu: float = 4.0
     trainer_memory: str = "16G"
+    # How often Kubeflow retries a failed Trainer (a preempted node); it
+    # resumes from its last epoch's checkpoint. 0: never.
+    trainer_retries: int = 3
     # Where the Trainer's pod may run: GPU node pools are usually labelled and tainted.
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict[str, str]] = field(default_factory=lambda: [
@@ -373,6 +377,8 @@ class KubeflowConfig:
             problems.append(f"{at}.image: name the pipeline image (built from the Dockerfile)")
         if self.trainer_gpus < 0:
             problems.append(f"{at}.trainer_gpus: must be >= 0, got {self.trainer_gpus}")
+        if not 0 <= self.trainer_retries <= 10:
+            problems.append(f"{at}.trainer_retries: must be in [0, 10], got {self.trainer_retries}")
         if self.trainer_cpu <= 0:
             problems.append(f"{at}.trainer_cpu: must be > 0, got {self.trainer_cpu}")
         if not self.trainer_memory[:-1].replace(".", "").isdigit() or self.trainer_memory[-1] not in "KMGT":

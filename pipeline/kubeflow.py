@@ -96,6 +96,12 @@ def compile_pipeline(config: ThawConfig, output: str) -> str:
         with open(os.path.join(tmp, "pipeline.yaml")) as f:
             document = f.read()
     spec = yaml.safe_load(document)
+    if config.kubeflow.trainer_retries:
+        # A retried Trainer (a preempted GPU node) keeps its output URIs, so it
+        # finds its checkpoints and resumes at the next epoch.
+        spec["root"]["dag"]["tasks"][TRAINER]["retryPolicy"] = {
+            "maxRetryCount": config.kubeflow.trainer_retries, "backoffDuration": "60s",
+            "backoffFactor": 2.0, "backoffMaxDuration": "1800s"}
     document = _with_parameter_defaults(spec, pipeline)
     executor_label = spec["root"]["dag"]["tasks"][TRAINER]["componentRef"]["name"]
     executor_label = spec["components"][executor_label]["executorLabel"]

@@ -118,10 +118,12 @@ def training_section(s: RunSummary) -> str:
     if not stages:
         return ""
     parts = ["<h2>Training</h2>", _table(
-        ["stage", "epochs", "trainable parameters", "learning rate", "best val_accuracy"],
-        [[st["name"], st["epochs_run"], st["trainable_params"], st["learning_rate"],
-          f"{st['best_val_accuracy']:.4f}"] for st in stages])]
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 3.2))
+        ["stage", "what trained", "trainable parameters", "optimizer", "peak learning rate", "epochs",
+         "best epoch", "best val_accuracy"],
+        [[st["name"], st.get("trainable", ""), st["trainable_params"], st.get("optimizer", ""),
+          st["learning_rate"], st["epochs_run"] if not st.get("stopped_early") else f"{st['epochs_run']} (stopped early)",
+          st.get("best_epoch", ""), f"{st['best_val_accuracy']:.4f}"] for st in stages])]
+    figure, (loss_axis, accuracy_axis, lr_axis) = plt.subplots(1, 3, figsize=(13, 3.2))
     epoch = 0
     for stage in stages:
         history = stage["history"]
@@ -129,9 +131,14 @@ def training_section(s: RunSummary) -> str:
         for axis, key in ((loss_axis, "loss"), (accuracy_axis, "accuracy")):
             axis.plot(xs, history.get(key, []), marker=".", label=f"{stage['name']} train")
             axis.plot(xs, history.get(f"val_{key}", []), marker=".", linestyle="--", label=f"{stage['name']} val")
+        lr_axis.plot(xs, history.get("learning_rate", []), marker=".", label=stage["name"])
+        for axis in (loss_axis, accuracy_axis, lr_axis):
             if epoch:
                 axis.axvline(epoch + 0.5, color="#999", linestyle=":")
         epoch += len(history.get("loss", []))
+    lr_axis.set_xlabel("epoch")
+    lr_axis.set_title("learning rate at each epoch's start")
+    lr_axis.legend(fontsize=7)
     for axis, key in ((loss_axis, "loss"), (accuracy_axis, "accuracy")):
         axis.set_xlabel("epoch")
         axis.set_title(f"{key} (dotted lines: stage boundaries)")

@@ -75,9 +75,10 @@ class RunSummary:
         elif self.data_passed:
             out.append("data validation: passed")
         for s in self.stages:
-            out.append(f"stage {s['name']}: {s['epochs_run']} epochs, {s['trainable_params']} trainable "
-                       f"parameters, learning rate {s['learning_rate']:g}, best val_accuracy "
-                       f"{s['best_val_accuracy']:.4f}")
+            stopped = " (stopped early)" if s.get("stopped_early") else ""
+            out.append(f"stage {s['name']}: {s.get('trainable', '')}, {s['trainable_params']} trainable "
+                       f"parameters, {s.get('optimizer', '')} at learning rate {s['learning_rate']:g}, "
+                       f"{s['epochs_run']} epochs{stopped}, best val_accuracy {s['best_val_accuracy']:.4f}")
         if self.metrics:
             out.append(f"evaluation: {_format_metrics(self.metrics)}")
         if self.baseline_metrics:

@@ -56,6 +56,15 @@ def test_the_trainer_asks_for_gpus_cpu_and_memory_on_gpu_nodes(compiled):
     assert trainer["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
+def test_a_failed_trainer_is_retried_to_resume_from_its_checkpoint(compiled):
+    from kfp.pipeline_spec import pipeline_spec_pb2 as pb
+
+    pipeline = next(yaml.safe_load_all(compiled.read_text()))
+    task = json_format.ParseDict(pipeline["root"]["dag"]["tasks"]["Trainer"], pb.PipelineTaskSpec())
+    assert task.retry_policy.max_retry_count == 3 and task.retry_policy.backoff_duration.seconds == 60
+    assert "retryPolicy" not in pipeline["root"]["dag"]["tasks"]["Evaluator"]
+
+
 def test_nothing_trains_unless_the_data_gate_passed(compiled):
     pipeline = next(yaml.safe_load_all(compiled.read_text()))
     tasks = pipeline["root"]["dag"]["tasks"]
