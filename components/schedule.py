@@ -466,6 +466,8 @@ def run_schedule(model: tf_keras.Model, backbone: tf_keras.Model, stages: list[S
         state.update(stage=index + 1, epoch=0, blocks=0, history={}, best_value=None, best_epoch=0, wait=0,
                      stopped=False, results=[dataclasses.asdict(r) for r in results])
         checkpoints.save(state, model, None)
+    if resumed and state.get("latest"):  # every stage had finished: the weights they ended with
+        Checkpoints.restore(state["latest"], model)
     return results
 
 

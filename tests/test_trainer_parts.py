@@ -190,6 +190,10 @@ def test_a_killed_run_resumes_at_the_next_epoch_of_the_same_stage(tmp_path):
     assert whole["trained"] == [0, 1, 2, 3, 4]
     assert resumed["results"] == whole["results"]
     assert resumed["weights"] == whole["weights"]
+    # Started again after the schedule finished (killed while exporting): no
+    # epoch is trained again, and the model has the trained weights.
+    again_proc, again = run_job(tmp_path / "whole")
+    assert again_proc.returncode == 0 and again["trained"] == [] and again["weights"] == whole["weights"]
 
 
 def test_the_schedule_runs_under_mirrored_strategy_in_mixed_precision(tmp_path):
