@@ -16,7 +16,11 @@ ever held for a grouping or shipped between workers.
 import array
 import csv
 import json
+import logging
 import os
+import threading
+import time
+import uuid
 from typing import Iterable
 
 import apache_beam as beam
@@ -34,6 +38,37 @@ MANIFEST_SUFFIXES = (".csv", ".jsonl")
 REPORT_FILE = "ingestion_report.json"
 _SPLIT_PREFIX = "Split-"
 _SIZE_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048)
+log = logging.getLogger(__name__)
+
+
+class Progress:
+    """A pass-through Beam step that logs how many of ``total`` files a pass has done.
+
+    Every copy Beam makes of it (a pickle per worker thread) counts into one
+    shared counter per process, and logs at most every ``every_s`` seconds and
+    at the end; a run on several worker processes logs each process's share.
+    """
+
+    _counts: dict[str, int] = {}
+    _last: dict[str, float] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, what: str, total: int, every_s: float = 10.0):
+        self.what, self.total, self.every_s = what, total, every_s
+        self.key = uuid.uuid4().hex
+
+    def __call__(self, element):
+        with Progress._lock:
+            count = Progress._counts.get(self.key, 0) + 1
+            Progress._counts[self.key] = count
+            now = time.monotonic()
+            due = now - Progress._last.get(self.key, now - self.every_s / 2) >= self.every_s
+            if due or count == self.total:
+                Progress._last[self.key] = now
+                log.info("ImageExampleGen: %s %d of %d files (%d%%)", self.what, count, self.total,
+                         100 * count // max(1, self.total))
+        return element
+
 
 
 def list_folder(data_root: str) -> tuple[list[Item], list[dict]]:
@@ -209,13 +244,15 @@ def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
         shuffled = p | "List" >> beam.Create(items) | "Distribute" >> beam.Reshuffle()
         drops = (
             shuffled
+            | "ProgressRead" >> beam.Map(Progress("read and hashed", len(items)))
             | "Hash" >> beam.FlatMap(image_records.hash_item)
             | "GroupByContent" >> beam.GroupByKey()
             | "FindDuplicates" >> beam.FlatMap(image_records.decide_duplicates)
         )
         records = shuffled | "Inspect" >> beam.Map(
             image_records.inspect_item, dropped=beam.pvalue.AsDict(drops), splits=splits,
-            max_pixels=max_pixels, min_side=min_side)
+            max_pixels=max_pixels, min_side=min_side) | "ProgressChecked" >> beam.Map(
+            Progress("checked", len(items)))
         examples = records | "Ingested" >> beam.Filter(image_records.is_example)
         parts = examples | "BySplit" >> beam.Partition(image_records.split_index, len(split_names), split_names)
         for name, part in zip(split_names, parts):

@@ -7,6 +7,7 @@ pipeline runs over it and each file's fate is asserted.
 import hashlib
 import io
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -283,3 +284,26 @@ def test_beam_workers_never_import_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=str(Path(__file__).resolve().parent.parent))
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_both_passes_log_their_progress_to_the_last_file(messy, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger=ieg.__name__)
+    report = run_ingest(str(messy), tmp_path)
+    total = report["files_seen"]
+    lines = [r.getMessage() for r in caplog.records if r.name == ieg.__name__]
+    done = [line for line in lines if line.endswith("(100%)")]
+    assert any(line.startswith("ImageExampleGen: read and hashed") for line in done), lines
+    assert any(line.startswith("ImageExampleGen: checked") for line in done), lines
+    assert all(f"{total} of {total} files" in line for line in done)
+
+
+def test_progress_counts_across_copies_and_logs_at_most_every_interval(caplog):
+    import pickle
+
+    caplog.set_level(logging.INFO, logger=ieg.__name__)
+    progress = ieg.Progress("checked", 5, every_s=3600)
+    copies = [pickle.loads(pickle.dumps(progress)) for _ in range(2)]  # as Beam ships it to two workers
+    for i in range(5):
+        assert copies[i % 2](i) == i
+    lines = [r.getMessage() for r in caplog.records if r.name == ieg.__name__]
+    assert lines == ["ImageExampleGen: checked 5 of 5 files (100%)"]
