@@ -56,6 +56,18 @@ def distribution(mixed_precision: str = "auto") -> tuple[tf.distribute.Strategy,
     return strategy, policy
 
 
+def float32_copy(model: tf_keras.Model, build) -> tf_keras.Model:
+    """The trained ``model`` rebuilt in float32 by ``build()``, for export.
+
+    Trained in mixed precision, the model would serve in float16 too, which
+    CPUs (and TFMA's evaluation) run slowly or not at all; the weights are
+    float32 either way, so the copy predicts the same.
+    """
+    copy = build()
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def run_fn(fn_args) -> None:
     """Trains the classifier in stages and exports it for serving and evaluation."""
     logging.getLogger().setLevel(logging.INFO)
@@ -79,12 +91,16 @@ def run_fn(fn_args) -> None:
                             augmentation=training_cfg.get("augment"))
     eval_ds = make_dataset(fn_args.eval_files, image_size, global_batch, training=False, seed=seed)
 
-    with strategy.scope():
-        backbone = load_backbone(backbone_cfg, image_size, dtype_policy=policy)
-        log.info("backbone from %s (%s): %d layers, input scaling %s", backbone_cfg.get("path") or
-                 backbone_cfg.get("architecture"), backbone.source, len(backbone.model.layers), backbone.scaling)
+    def build(dtype_policy: str):
+        backbone = load_backbone(backbone_cfg, image_size, dtype_policy=dtype_policy)
         model = build_classifier(backbone.model, len(class_names), image_size, scaling=backbone.scaling,
                                  **head_kwargs(fn_args.custom_config.get("head", {})))
+        return backbone, model
+
+    with strategy.scope():
+        backbone, model = build(policy)
+    log.info("backbone from %s (%s): %d layers, input scaling %s", backbone_cfg.get("path") or
+             backbone_cfg.get("architecture"), backbone.source, len(backbone.model.layers), backbone.scaling)
     results = run_schedule(
         model, backbone.model, stages_from_config(training_cfg["stages"]), train_ds, eval_ds,
         steps_per_epoch=steps_per_epoch, log_dir=fn_args.model_run_dir, strategy=strategy,
@@ -92,6 +108,8 @@ def run_fn(fn_args) -> None:
         fingerprint_extra=",".join(class_names) + str(sorted(train_counts.items())))
     write_results(results, os.path.join(fn_args.model_run_dir, STAGE_RESULTS_FILE))
     tf_keras.mixed_precision.set_global_policy("float32")
+    if policy != "float32":
+        model = float32_copy(model, lambda: build("float32")[1])
     export_model(model, tf_transform_output, class_names, image_size, fn_args.serving_model_dir,
                  max_pixels=int(fn_args.custom_config["max_pixels"]),
                  warmup_images=first_images(fn_args.eval_files, WARMUP_IMAGES))

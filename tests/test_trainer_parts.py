@@ -201,3 +201,19 @@ def test_the_schedule_runs_under_mirrored_strategy_in_mixed_precision(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out["replicas"] == 2 and out["trained"] == [0, 1, 2, 3, 4]
     assert out["head_compute_dtype"] == "float16" and out["output_dtype"] == "float32"
+
+
+def test_a_model_trained_in_mixed_precision_is_exported_in_float32():
+    from components.trainer import float32_copy
+
+    tf_keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        tf_keras.utils.set_random_seed(0)
+        mixed, _ = classifier()
+    finally:
+        tf_keras.mixed_precision.set_global_policy("float32")
+    assert mixed.get_layer("head_pool").compute_dtype == "float16"
+    copy = float32_copy(mixed, lambda: classifier()[0])
+    assert {layer.compute_dtype for layer in copy.layers} == {"float32"}
+    x = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(copy(x).numpy(), mixed(x).numpy(), atol=2e-3)
