@@ -86,7 +86,8 @@ def run_fn(fn_args) -> None:
     tf_keras.mixed_precision.set_global_policy(policy)
     global_batch = int(training_cfg["batch_size"]) * strategy.num_replicas_in_sync
     train_counts = count_labels(fn_args.train_files, class_names)
-    steps_per_epoch = max(1, math.ceil(sum(train_counts.values()) / global_batch))
+    steps_per_epoch = (int(training_cfg.get("steps_per_epoch", 0))
+                       or max(1, math.ceil(sum(train_counts.values()) / global_batch)))
     train_ds = make_dataset(fn_args.train_files, image_size, global_batch, training=True, seed=seed,
                             augmentation=training_cfg.get("augment"))
     eval_ds = make_dataset(fn_args.eval_files, image_size, global_batch, training=False, seed=seed)

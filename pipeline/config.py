@@ -267,6 +267,9 @@ class TrainingConfig:
 
     # Per accelerator: with N GPUs the global batch is N times this.
     batch_size: int = 32
+    # Training steps (batches) per epoch; 0: one pass over the training split.
+    # Set it to count stages in steps, e.g. for a very large data set.
+    steps_per_epoch: int = 0
     seed: int = 42
     # float16 compute (float32 weights and output) on GPUs: auto = on when
     # training on GPUs; on forces it, off never.
@@ -277,6 +280,8 @@ class TrainingConfig:
     def check(self, problems: list[str], at: str) -> None:
         if self.batch_size < 1:
             problems.append(f"{at}.batch_size: must be >= 1, got {self.batch_size}")
+        if self.steps_per_epoch < 0:
+            problems.append(f"{at}.steps_per_epoch: must be >= 0 (0 = one pass over the data), got {self.steps_per_epoch}")
         if self.mixed_precision not in ("auto", "on", "off"):
             problems.append(f"{at}.mixed_precision: use auto, on or off, got '{self.mixed_precision}'")
         self.augment.check(problems, f"{at}.augment")
