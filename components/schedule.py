@@ -174,34 +174,37 @@ def layer_lr_scales(backbone: tf_keras.Model, first: int, decay: float) -> list[
 
 @tf_keras.saving.register_keras_serializable(package="thaw")
 class WarmupCosine(tf_keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup to ``peak``, then constant or cosine decay to 0 at ``total_steps``.
+    """Linear warmup to the curve, which is ``peak`` held or decayed on a cosine to 0.
 
-    ``offset`` continues a schedule in a new optimizer (whose step count starts
-    at 0), as when ``auto`` unfreezes a block mid-stage.
+    A stage's steps are the optimizer's own plus ``offset``: an optimizer made
+    mid-stage (when ``auto`` unfreezes a block) continues the stage's curve,
+    and warms up to it again over its own first ``warmup_steps``, so the
+    newly unfrozen block does not start with full-size steps. The cosine
+    starts at ``decay_start`` (the stage's first warmup).
     """
 
     def __init__(self, peak: float, total_steps: int, warmup_steps: int = 0, decay: str = "cosine",
-                 offset: int = 0):
+                 offset: int = 0, decay_start: int | None = None):
         self.peak, self.total_steps, self.warmup_steps = peak, max(1, total_steps), warmup_steps
         self.decay, self.offset = decay, offset
+        self.decay_start = warmup_steps if decay_start is None else decay_start
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32) + float(self.offset)
+        own = tf.cast(step, tf.float32)
         peak = tf.constant(self.peak, tf.float32)
-        if self.warmup_steps:
-            warm = peak * tf.minimum(1.0, (step + 1.0) / float(self.warmup_steps))
-        else:
-            warm = peak
         if self.decay == "constant":
-            return warm
-        span = float(max(1, self.total_steps - self.warmup_steps))
-        progress = tf.clip_by_value((step - float(self.warmup_steps)) / span, 0.0, 1.0)
-        cosine = 0.5 * peak * (1.0 + tf.cos(math.pi * progress))
-        return tf.where(step < float(self.warmup_steps), warm, cosine)
+            curve = peak
+        else:
+            span = float(max(1, self.total_steps - self.decay_start))
+            progress = tf.clip_by_value((own + float(self.offset - self.decay_start)) / span, 0.0, 1.0)
+            curve = 0.5 * peak * (1.0 + tf.cos(math.pi * progress))
+        if self.warmup_steps:
+            curve = curve * tf.minimum(1.0, (own + 1.0) / float(self.warmup_steps))
+        return curve
 
     def get_config(self):
         return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
-                "decay": self.decay, "offset": self.offset}
+                "decay": self.decay, "offset": self.offset, "decay_start": self.decay_start}
 
 
 _OPTIMIZERS = {
@@ -340,9 +343,12 @@ class _Stage:
         stage = self.stage
         self.first = first_trainable_layer(self.backbone, stage.trainable, blocks)
         set_trainable(self.backbone, self.first)
-        schedule = WarmupCosine(stage.learning_rate, stage.epochs * self.steps_per_epoch,
-                                round(stage.warmup_epochs * self.steps_per_epoch), stage.decay,
-                                offset=epochs_done * self.steps_per_epoch)
+        warmup = round(stage.warmup_epochs * self.steps_per_epoch)
+        # Mid-stage, the newly unfrozen block warms up too: over the stage's
+        # warmup, or one epoch when the stage has none.
+        rewarm = (warmup or self.steps_per_epoch) if epochs_done else warmup
+        schedule = WarmupCosine(stage.learning_rate, stage.epochs * self.steps_per_epoch, rewarm, stage.decay,
+                                offset=epochs_done * self.steps_per_epoch, decay_start=warmup)
         with self.strategy.scope():
             scales = layer_lr_scales(self.backbone, self.first, stage.layer_lr_decay)
             self.optimizer = make_optimizer(stage, schedule, scales)

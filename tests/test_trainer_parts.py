@@ -79,7 +79,10 @@ def test_warmup_then_cosine_decay_and_its_continuation():
     lrs = [float(schedule(step)) for step in (0, 4, 9, 10, 55, 99)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[1] == pytest.approx(5e-4) and lrs[2] == pytest.approx(1e-3)
     assert lrs[3] == pytest.approx(1e-3) and lrs[4] == pytest.approx(5e-4, rel=1e-3) and lrs[5] < 1e-6
-    assert float(WarmupCosine(1e-3, 100, 10, offset=55)(0)) == pytest.approx(lrs[4])
+    # An optimizer made at stage step 55 continues the curve, warming up to it over its own steps.
+    rewarmed = WarmupCosine(1e-3, 100, warmup_steps=4, offset=55, decay_start=10)
+    assert float(rewarmed(3)) == pytest.approx(float(schedule(58)), rel=1e-5)
+    assert float(rewarmed(1)) == pytest.approx(float(schedule(56)) / 2, rel=1e-5)
     assert float(WarmupCosine(1e-3, 100, decay="constant")(99)) == pytest.approx(1e-3)
 
 
@@ -147,6 +150,9 @@ def test_auto_unfreezes_the_next_block_when_validation_stalls():
     assert result.blocks_unfrozen == 2 and result.stopped_early and result.epochs_run < 6
     assert result.trainable == "backbone from block2_conv up (6 of 11 layers)"
     assert backbone.get_layer("block2_conv").trainable and not backbone.get_layer("block1_conv").trainable
+    # The epoch after the unfreeze starts warming up again (over one epoch: 4 steps).
+    assert sorted(set(result.history["learning_rate"])) == pytest.approx([2.5e-3, 1e-2])
+    assert result.history["learning_rate"].count(pytest.approx(2.5e-3)) == 1
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "rmsprop", "sgd"])
