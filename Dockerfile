@@ -21,6 +21,7 @@ COPY pyproject.toml README.md /opt/thaw/src/
 COPY pipeline/ /opt/thaw/src/pipeline/
 COPY components/ /opt/thaw/src/components/
 COPY thaw/ /opt/thaw/src/thaw/
+COPY system/ /opt/thaw/src/system/
 COPY schemas/ /opt/thaw/src/schemas/
 RUN /opt/thaw/venv/bin/pip install -q --no-cache-dir --no-deps -e /opt/thaw/src
 

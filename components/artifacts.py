@@ -5,6 +5,7 @@ import os
 
 import tensorflow as tf
 from tfx.types.artifact import Artifact
+from tfx.types.value_artifact import ValueArtifact
 
 
 def read_json(folder: str, *names: str):
@@ -39,6 +40,24 @@ class DataVerdict(Artifact):
     ``passed`` is 1 when training may go ahead."""
 
     TYPE_NAME = "thaw.DataVerdict"
+
+
+class HtmlReport(ValueArtifact):
+    """The run report: one self-contained HTML page, written at the artifact's URI.
+
+    Its type name is Kubeflow Pipelines' own HTML type, and the KFP UI shows an
+    artifact of that type by reading its URI as one HTML file, which is how a
+    value artifact is stored. (TFX's Kubeflow entrypoint imports the class
+    from the type name: the ``system`` package holds it as ``system.HTML``.)
+    """
+
+    TYPE_NAME = "system.HTML"
+
+    def encode(self, value: str) -> bytes:
+        return value.encode("utf-8")
+
+    def decode(self, serialized_value: bytes) -> str:
+        return serialized_value.decode("utf-8")
 
 
 # Written by the trainer into the SavedModel's assets.extra/ (TF Serving ignores

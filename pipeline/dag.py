@@ -23,6 +23,7 @@ from components.pusher import AtomicPusher
 from components.serving_validator import ServingValidator
 from components.preprocessing import LABEL_ID_KEY, LABEL_KEY
 from pipeline.config import ThawConfig
+from pipeline.report_component import RunReport
 
 PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
@@ -146,8 +147,11 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
 
     components = [example_gen, statistics_gen, schema_gen, example_validator, model_resolver, data_gate]
     if through == "push":
+        passed = data_gate.outputs["verdict"].future()[0].custom_property("passed")
+        data_artifacts = {"ingestion_report": example_gen.outputs["report"], "verdict": data_gate.outputs["verdict"],
+                          "examples": example_gen.outputs["examples"]}
         # Nothing trains unless the data passed.
-        with tfx.dsl.Cond(data_gate.outputs["verdict"].future()[0].custom_property("passed") == 1):
+        with tfx.dsl.Cond(passed == 1):
             # The label vocabulary; images stay encoded bytes.
             transform = tfx.components.Transform(
                 examples=example_gen.outputs["examples"],
@@ -192,7 +196,20 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
                 base_directory=config.serving_path,
                 keep_versions=config.serving.keep_versions,
             )
-            components += [transform, trainer, evaluator, serving_validator, pusher]
+            # The run report, an HTML artifact the Kubeflow UI shows.
+            report = RunReport(
+                **data_artifacts,
+                model=trainer.outputs["model"],
+                model_run=trainer.outputs["model_run"],
+                evaluation=evaluator.outputs["evaluation"],
+                blessing=evaluator.outputs["blessing"],
+                infra_blessing=serving_validator.outputs["blessing"],
+                pushed_model=pusher.outputs["pushed_model"],
+            )
+            components += [transform, trainer, evaluator, serving_validator, pusher, report]
+        # ... and for a run the data gate stopped, the report of its data.
+        with tfx.dsl.Cond(passed != 1):
+            components.append(RunReport(**data_artifacts).with_id("StoppedRunReport"))
 
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,

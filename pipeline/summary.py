@@ -214,11 +214,18 @@ def summarize(metadata_path: str) -> RunSummary:
     config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
     store = metadata_store.MetadataStore(config)
     run = _latest_run_context(store)
-    summary = RunSummary()
     if run is None:
-        return summary
-    summary.run_id = run.name
-    outputs = _outputs_by_type(store, run)
+        return RunSummary()
+    return from_artifacts(run.name, _outputs_by_type(store, run))
+
+
+def from_artifacts(run_id: str, outputs: dict[str, list]) -> RunSummary:
+    """A run's summary from its output artifacts (MLMD Artifact protos), by type name.
+
+    Shared by ``summarize`` (a local run's metadata store) and the RunReport
+    component (its input artifacts, wherever the pipeline ran).
+    """
+    summary = RunSummary(run_id=run_id)
     summary.artifacts = {type_name: min(found, key=lambda a: a.id).uri for type_name, found in outputs.items()}
 
     for report in outputs.get(IngestionReport.TYPE_NAME, []):

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -77,9 +78,28 @@ def test_the_pipeline_ingests_trains_blesses_and_pushes(first_run):
     assert summary.blessed is True and summary.verdict == []
     assert summary.pushed and Path(summary.pushed_to).parent == Path(config.serving_path)
     assert (Path(summary.pushed_to) / "saved_model.pb").exists()
-    assert [(k, n) for k, n, _, _ in STEPS] == [(k, 11) for k in range(1, 12)]
+    assert [(k, n) for k, n, _, _ in STEPS] == [(k, 13) for k in range(1, 14)]
+    # LocalDagRunner announces a node under a false condition (StoppedRunReport
+    # here) as it starts it, then skips it: 13 steps, 12 of them run.
     nodes = [node for _, _, node, state in STEPS if state == "running"]
-    assert nodes[0] == "ImageExampleGen" and nodes[-1] == "AtomicPusher" and len(nodes) == 11
+    assert nodes[0] == "ImageExampleGen" and nodes[-2:] == ["AtomicPusher", "RunReport"] and len(nodes) == 13
+
+
+def report_artifact(pipeline_root: Path, node: str) -> str:
+    """The HTML a RunReport step wrote at its output's URI (a value artifact: one file)."""
+    (page,) = (pipeline_root / node / "report").glob("*/value")
+    return page.read_text()
+
+
+def test_the_run_ends_with_its_report_as_an_html_artifact(first_run):
+    config, summary = first_run
+    page = report_artifact(Path(config.pipeline_root), "RunReport")
+    assert page.startswith("<!DOCTYPE html>") and "a better model was pushed" in page
+    for section in ("<h2>Data</h2>", "<h2>Training</h2>", "<h2>Evaluation</h2>", "<h2>Push</h2>"):
+        assert section in page, section
+    assert os.path.basename(summary.pushed_to) in page and "data:image/png;base64," in page
+    assert "http://" not in page and "https://" not in page
+    assert not (Path(config.pipeline_root) / "StoppedRunReport").exists()
 
 
 def test_the_signatures_names_dtypes_and_shapes(first_run):
@@ -281,8 +301,10 @@ def test_anomalies_and_small_classes_stop_the_run_before_training(tiny_demo, wor
     assert "data validation: STOPPED the run before training:" in out
     pipeline_root = workdir / "out" / "pipeline"
     assert (pipeline_root / "DataGate").is_dir()
-    for never_ran in ("Transform", "Trainer", "Evaluator", "Pusher"):
+    for never_ran in ("Transform", "Trainer", "Evaluator", "Pusher", "RunReport"):
         assert not (pipeline_root / never_ran).exists(), never_ran
+    page = report_artifact(pipeline_root, "StoppedRunReport")
+    assert "stopped by the data gate before training" in page and "fewer than the minimum of 100" in page
 
 
 def test_ingest_accounts_for_every_file_as_json(tiny_demo, workdir, capsys):

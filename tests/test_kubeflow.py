@@ -65,6 +65,26 @@ def test_a_failed_trainer_is_retried_to_resume_from_its_checkpoint(compiled):
     assert "retryPolicy" not in pipeline["root"]["dag"]["tasks"]["Evaluator"]
 
 
+def test_every_run_ends_with_a_report_the_kfp_ui_shows(compiled):
+    pipeline = next(yaml.safe_load_all(compiled.read_text()))
+    tasks = pipeline["root"]["dag"]["tasks"]
+    conditions = {}
+    for name in ("RunReport", "StoppedRunReport"):
+        component = pipeline["components"][tasks[name]["componentRef"]["name"]]
+        output = component["outputDefinitions"]["artifacts"]["report"]["artifactType"]
+        # TFX writes a custom type as an instance schema; the KFP backend names
+        # the MLMD type after its title, and the UI renders system.HTML as a page.
+        title = output.get("schemaTitle") or yaml.safe_load(output["instanceSchema"])["title"]
+        assert title == "system.HTML", output
+        conditions[name] = tasks[name]["triggerPolicy"]["condition"]
+    # One after the push, one for a run the data gate stopped: exactly one of them runs.
+    passed = "metadata['passed'] == 1.0)"
+    assert conditions["RunReport"].startswith("(") and conditions["RunReport"].endswith(passed), conditions
+    assert conditions["StoppedRunReport"].startswith("!((") and passed in conditions["StoppedRunReport"], conditions
+    assert "pushed_model" in tasks["RunReport"]["inputs"]["artifacts"]
+    assert set(tasks["StoppedRunReport"]["inputs"]["artifacts"]) == {"ingestion_report", "verdict", "examples"}
+
+
 def test_nothing_trains_unless_the_data_gate_passed(compiled):
     pipeline = next(yaml.safe_load_all(compiled.read_text()))
     tasks = pipeline["root"]["dag"]["tasks"]
