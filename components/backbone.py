@@ -85,6 +85,12 @@ class HubFeatures(tf_keras.layers.Layer):
     def non_trainable_weights(self):
         return list(self._module_frozen) + ([] if self.trainable else list(self._module_trainable))
 
+    @property
+    def weights(self):
+        # One order whether it trains or not, so get_weights/set_weights and
+        # checkpoints line up between a frozen copy and a trainable one.
+        return list(self._module_trainable) + list(self._module_frozen)
+
     def call(self, pixels, training=None):
         pixels = tf.cast(pixels, tf.float32)
         if self._takes_training:
@@ -97,11 +103,10 @@ class HubFeatures(tf_keras.layers.Layer):
 
 
 def _accepts_training(module) -> bool:
-    concrete = getattr(getattr(module, "__call__", None), "concrete_functions", None) or []
-    for fn in concrete:
-        if "training" in (getattr(fn, "structured_input_signature", ([], {}))[1] or {}):
-            return True
-    return False
+    """Whether the module's __call__ takes ``training`` (Reusable SavedModels with BatchNorm do)."""
+    spec = getattr(getattr(module, "__call__", None), "function_spec", None)
+    argspec = getattr(spec, "fullargspec", None)
+    return bool(argspec) and "training" in (list(argspec.args) + list(argspec.kwonlyargs or []))
 
 
 def resolve_hub_handle(handle: str) -> str:
@@ -149,6 +154,9 @@ def _h5_layer_names(path: str) -> set[str]:
 
 
 def _load_weights(model: tf_keras.Model, path: str, architecture: str) -> None:
+    if path.endswith(".keras") or tf.io.gfile.isdir(path):
+        raise BackboneError(f"backbone.path {path} is a whole saved model, not weights for {architecture}: "
+                            "leave backbone.architecture empty to load it as it is, or give a .h5 weights file")
     if not tf.io.gfile.exists(path) and not tf.io.gfile.glob(path + ".index"):
         raise BackboneError(f"backbone.path {path} does not exist: name {architecture}'s weights file "
                             "(.h5, local or remote), 'imagenet' for Keras's download, or '' for random weights")
@@ -192,11 +200,12 @@ def build_application(architecture: str, weights: str, image_size: int) -> tf_ke
 
 def load_saved_model(path: str) -> tf_keras.Model:
     """Loads a whole Keras model from a .keras or .h5 file or a Keras SavedModel directory."""
-    if not path.endswith((".keras", ".h5")):
+    if not path.endswith((".keras", ".h5")) and not tf.io.gfile.isdir(path):
         raise BackboneError(f"backbone {path}: expected a .keras or .h5 file, a SavedModel directory "
                             "or a TF Hub handle; or set backbone.architecture and give its weights here")
     try:
-        return tf_keras.models.load_model(_local_copy(path), compile=False)
+        is_dir = tf.io.gfile.isdir(path)  # a SavedModel directory loads from gs:// as it is
+        return tf_keras.models.load_model(path if is_dir else _local_copy(path), compile=False)
     except (OSError, ValueError) as exc:
         raise BackboneError(f"backbone {path} could not be loaded as a Keras model: {exc}") from exc
 
@@ -276,13 +285,22 @@ def load_backbone(config: dict, image_size: int, dtype_policy: str = "float32") 
             raise BackboneError(
                 f"backbone {path} does not exist: set backbone.path to a .keras or .h5 file, a SavedModel "
                 "directory or a TF Hub module (the demo's is made by `thaw demo`)")
-        model = tf_keras.models.load_model(path, compile=False) if is_dir else load_saved_model(path)
+        model = load_saved_model(path)
         source = "keras"
         scaling = "none" if scaling == "auto" else scaling
         if dtype_policy != "float32":
             model = with_dtype_policy(model, dtype_policy)
     cut = feature_layer(model, config.get("cut_layer", ""))
-    backbone = tf_keras.Model(model.inputs, cut.output, name="backbone")
+    if isinstance(cut, tf_keras.Model):
+        # A classifier saved around a base model (Sequential([base, pooling,
+        # dense])): the base is the backbone, and its layers are what unfreezes.
+        backbone = cut
+    else:
+        try:
+            backbone = tf_keras.Model(model.inputs, cut.output, name="backbone")
+        except ValueError as exc:
+            raise BackboneError(f"backbone {path or architecture}: cannot cut at layer '{cut.name}' ({exc}); "
+                                "name another layer in backbone.cut_layer") from exc
     return Backbone(_checked(backbone, path or architecture, image_size), scaling, source)
 
 

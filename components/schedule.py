@@ -287,23 +287,29 @@ class Checkpoints:
             return None
         return state
 
-    def save(self, state: dict, model, optimizer, kind: str = "latest") -> str | None:
+    def save(self, state: dict, model, optimizer, best: bool = False) -> None:
+        """Writes this epoch's checkpoint (and, if ``best``, the stage's best), then commits ``state``.
+
+        ``state.json`` changes once, after every file it names is written, so a
+        kill at any point leaves either the previous epoch or this one whole.
+        """
         if not self.directory:
-            return None
-        tag = f"{kind}-s{state['stage']}-e{state['global_epoch']}"
-        prefix = os.path.join(self.directory, tag)
+            return
+        old = {state.get("latest"), state.get("best")}
+        tag = f"s{state['stage']}-e{state['global_epoch']}"
+        if best:
+            state["best"] = os.path.join(self.directory, "best-" + tag)
+            tf.train.Checkpoint(model=model).write(state["best"])
+        state["latest"] = os.path.join(self.directory, "latest-" + tag)
         objects = {"model": model} if optimizer is None else {"model": model, "optimizer": optimizer}
-        tf.train.Checkpoint(**objects).write(prefix)
-        old = state.get(kind)
-        state[kind] = prefix
+        tf.train.Checkpoint(**objects).write(state["latest"])
         state["fingerprint"] = self.fingerprint
         tmp = os.path.join(self.directory, STATE_FILE + ".tmp")
         write_json(state, tmp)
         tf.io.gfile.rename(tmp, os.path.join(self.directory, STATE_FILE), overwrite=True)
-        if old and old != prefix:
-            for path in tf.io.gfile.glob(old + ".*"):
+        for prefix in old - {state.get("latest"), state.get("best"), None}:
+            for path in tf.io.gfile.glob(prefix + ".*"):
                 tf.io.gfile.remove(path)
-        return prefix
 
     @staticmethod
     def restore(prefix: str, model, optimizer=None) -> None:
@@ -385,6 +391,11 @@ def run_schedule(model: tf_keras.Model, backbone: tf_keras.Model, stages: list[S
     results = [StageResult(**r) for r in state["results"]]
     global_epoch = state["global_epoch"]
     board = [tf_keras.callbacks.TensorBoard(log_dir=log_dir)] if log_dir else []
+    # Each fit() call below is one epoch. Given an endless (repeated) dataset,
+    # fit() would start it over every epoch, so with fewer steps than a pass
+    # training would only ever see its beginning: one iterator goes on instead.
+    if train_ds.cardinality() == tf.data.INFINITE_CARDINALITY:
+        train_ds = iter(train_ds)
 
     for index, stage in enumerate(stages):
         if index < state["stage"]:
@@ -431,7 +442,6 @@ def run_schedule(model: tf_keras.Model, backbone: tf_keras.Model, stages: list[S
                 state.update(best_value=best, best_epoch=best_epoch, wait=wait)
                 if stage.restore_best:
                     best_weights = model.get_weights()
-                    checkpoints.save(state, model, None, kind="best")
             else:
                 wait += 1
                 state["wait"] = wait
@@ -450,7 +460,8 @@ def run_schedule(model: tf_keras.Model, backbone: tf_keras.Model, stages: list[S
                     log.info("stage %s: %s has not improved for %d epochs; stopping early",
                              stage.name, stage.monitor, stage.patience)
             state["stopped"] = stopped
-            checkpoints.save(state, model, current.optimizer)
+            checkpoints.save(state, model, current.optimizer,
+                             best=stage.restore_best and best_epoch == epoch)
         if stage.restore_best and best_epoch and best_epoch != epoch:
             if best_weights is not None:
                 model.set_weights(best_weights)

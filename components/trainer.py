@@ -11,6 +11,7 @@ global batch ``batch_size`` times the number of GPUs.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -106,7 +107,10 @@ def run_fn(fn_args) -> None:
         model, backbone.model, stages_from_config(training_cfg["stages"]), train_ds, eval_ds,
         steps_per_epoch=steps_per_epoch, log_dir=fn_args.model_run_dir, strategy=strategy,
         checkpoint_dir=os.path.join(fn_args.model_run_dir, CHECKPOINT_DIR),
-        fingerprint_extra=",".join(class_names) + str(sorted(train_counts.items())))
+        # A checkpoint is resumed only by the same configuration, data (as its
+        # class counts), steps, global batch and precision.
+        fingerprint_extra=json.dumps([fn_args.custom_config, class_names, train_counts, steps_per_epoch,
+                                      global_batch, policy], sort_keys=True))
     write_results(results, os.path.join(fn_args.model_run_dir, STAGE_RESULTS_FILE))
     tf_keras.mixed_precision.set_global_policy("float32")
     if policy != "float32":

@@ -192,8 +192,9 @@ class StageConfig:
     decay: str = "cosine"
     optimizer: str = "adam"              # adam, adamw, sgd (momentum 0.9) or rmsprop
     weight_decay: float = 0.0            # decoupled weight decay; 0 = off
-    # Each backbone block below the top trainable one learns at this factor of
-    # the one above it (e.g. 0.7): earlier layers move less. 1 = off.
+    # Each backbone block learns at this factor of the rate of what is above
+    # it (e.g. 0.7: the top block at 0.7 of the head's rate, the next at
+    # 0.49, ...): earlier layers move less. 1 = off.
     layer_lr_decay: float = 1.0
     # Early stopping: stop the stage when `monitor` has not improved for
     # `patience` epochs (0 = never), and end the stage with its best weights.

@@ -5,7 +5,8 @@
 prints one JSON line: the epochs this process trained (numbered across
 stages), each stage's result and a digest of the final weights. With
 --kill-at-epoch the process SIGKILLs itself as that epoch begins, as a
-preempted node would die.
+preempted node would die; with --kill-before-commit, in the middle of saving
+a checkpoint.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("checkpoint_dir")
     parser.add_argument("--kill-at-epoch", type=int, default=-1)
+    parser.add_argument("--kill-before-commit", type=int, default=-1,
+                        help="die after writing the checkpoint of this many epochs, before state.json names it")
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--mixed", action="store_true")
     args = parser.parse_args(argv)
@@ -77,6 +80,15 @@ def main(argv=None) -> None:
 
     from components.schedule import Stage, run_schedule
 
+    if args.kill_before_commit >= 0:
+        rename = tf.io.gfile.rename
+
+        def rename_or_die(src, dst, overwrite=False):
+            if src.endswith(".tmp") and json.load(open(src))["global_epoch"] == args.kill_before_commit:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return rename(src, dst, overwrite)
+
+        tf.io.gfile.rename = rename_or_die
     tf.config.experimental.enable_op_determinism()
     tf_keras.utils.set_random_seed(0)
     if args.mixed:

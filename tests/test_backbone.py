@@ -179,3 +179,57 @@ def test_a_loaded_model_is_rebuilt_for_mixed_precision_with_its_weights(tmp_path
     assert conv.compute_dtype == "float16" and conv.variable_dtype == "float32"
     original = tf_keras.models.load_model(tmp_path / "m.keras").get_layer("conv1").get_weights()[0]
     np.testing.assert_array_equal(conv.get_weights()[0], original)
+
+
+def test_a_classifier_saved_around_a_base_model_is_cut_at_the_base(tmp_path):
+    base = small_cnn()
+    base = tf_keras.Model(base.inputs, base.get_layer("conv2").output, name="base")
+    wrapped = tf_keras.Sequential([tf_keras.Input((16, 16, 3)), base,
+                                   tf_keras.layers.GlobalAveragePooling2D(), tf_keras.layers.Dense(3)])
+    wrapped.save(tmp_path / "wrapped.keras")
+    backbone = load_backbone({"path": str(tmp_path / "wrapped.keras")}, 16)
+    assert [layer.name for layer in backbone.model.layers][-2:] == ["relu1", "conv2"]
+    assert backbone.model.output_shape == (None, 12, 12, 4)
+
+
+def test_a_whole_model_given_as_an_architectures_weights_is_refused(tmp_path):
+    small_cnn(32).save(tmp_path / "m.keras")
+    with pytest.raises(BackboneError, match="is a whole saved model, not weights for MobileNetV2"):
+        load_backbone({"architecture": "MobileNetV2", "path": str(tmp_path / "m.keras")}, 32)
+
+
+def test_a_frozen_tf_hub_backbone_copies_onto_a_trainable_one(tmp_path):
+    from components.trainer import float32_copy
+
+    tf.saved_model.save(feature_module(), str(tmp_path / "hub"))
+
+    def build():
+        backbone = load_backbone({"path": str(tmp_path / "hub")}, 16)
+        return build_classifier(backbone.model, 2, 16, scaling=backbone.scaling), backbone.model
+
+    trained, backbone = build()
+    set_trainable(backbone, first_trainable_layer(backbone, "none"))  # the last stage left it frozen
+    copy = float32_copy(trained, lambda: build()[0])
+    for got, want in zip(copy.get_weights(), trained.get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_tf_hub_module_that_takes_training_runs_its_batchnorm_in_inference_mode(tmp_path):
+    root = tf.train.Checkpoint()
+    root.scale = tf.Variable(2.0)
+    root.variables = [root.scale]
+    root.trainable_variables = [root.scale]
+
+    @tf.function
+    def call(images, training=False):
+        features = tf.reduce_mean(images, axis=[1, 2]) * root.scale
+        return features * 100.0 if training else features
+
+    for training in (True, False):
+        call.get_concrete_function(tf.TensorSpec([None, None, None, 3], tf.float32), training)
+    root.__call__ = call
+    tf.saved_model.save(root, str(tmp_path / "bn_hub"))
+    backbone = load_backbone({"path": str(tmp_path / "bn_hub")}, 8)
+    x = np.full((1, 8, 8, 3), 0.5, dtype="float32")
+    assert backbone.model.get_layer("hub_module")._takes_training
+    np.testing.assert_allclose(backbone.model(x).numpy(), [[1.0, 1.0, 1.0]])

@@ -196,6 +196,12 @@ def test_a_killed_run_resumes_at_the_next_epoch_of_the_same_stage(tmp_path):
     assert whole["trained"] == [0, 1, 2, 3, 4]
     assert resumed["results"] == whole["results"]
     assert resumed["weights"] == whole["weights"]
+    # Killed mid-save (epoch 4's files written, state.json not yet naming
+    # them): it redoes epoch 4 (index 3) from epoch 3's checkpoint.
+    mid_save, _ = run_job(tmp_path / "mid_save", "--kill-before-commit", "4")
+    assert mid_save.returncode == -signal.SIGKILL, mid_save.stderr[-2000:]
+    _, after = run_job(tmp_path / "mid_save")
+    assert after["trained"] == [3, 4] and after["weights"] == whole["weights"]
     # Started again after the schedule finished (killed while exporting): no
     # epoch is trained again, and the model has the trained weights.
     again_proc, again = run_job(tmp_path / "whole")
@@ -223,3 +229,19 @@ def test_a_model_trained_in_mixed_precision_is_exported_in_float32():
     assert {layer.compute_dtype for layer in copy.layers} == {"float32"}
     x = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
     np.testing.assert_allclose(copy(x).numpy(), mixed(x).numpy(), atol=2e-3)
+
+
+def test_epochs_of_fewer_steps_than_the_data_go_on_through_it():
+    produced = []
+
+    def record(i):
+        produced.append(int(i))
+        return i
+
+    ids = tf.data.Dataset.range(400).map(lambda i: tf.ensure_shape(tf.py_function(record, [i], tf.int64), []))
+    data = ids.map(lambda i: (tf.fill([16, 16, 3], tf.cast(i % 200, tf.float32)), i % 2)).repeat().batch(4)
+    model, backbone = classifier()
+    run_schedule(model, backbone, [Stage("head", 10, "none", 1e-3)], data, toy_data(), steps_per_epoch=2)
+    # 10 epochs of 2 batches of 4: the stream reaches about element 80, it does
+    # not read elements 0-7 (and a prefetch) ten times over.
+    assert max(produced) >= 70 and len(produced) == len(set(produced)), sorted(produced)[:20]
