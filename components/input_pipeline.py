@@ -14,6 +14,11 @@ from components import image_ops
 from components.preprocessing import IMAGE_KEY, LABEL_ID_KEY
 
 
+def _files(file_patterns: list[str]) -> list[str]:
+    """The TFRecord files the patterns match, in a stable order."""
+    return sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
+
+
 def augment(pixels: tf.Tensor, config: dict, seed: int) -> tf.Tensor:
     """One training image, randomly changed as ``config`` (the training.augment section) says.
 
@@ -47,7 +52,7 @@ def make_dataset(file_patterns: list[str], image_size: int, batch_size: int, *,
     Training data is shuffled, augmented and repeated without end (the
     schedule counts steps per epoch); evaluation data is read once, in order.
     """
-    files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
+    files = _files(file_patterns)
     if not files:
         raise FileNotFoundError(f"no transformed examples match {file_patterns}")
     spec = {
@@ -72,7 +77,7 @@ def make_dataset(file_patterns: list[str], image_size: int, batch_size: int, *,
 
 def count_labels(file_patterns: list[str], class_names: list[str]) -> dict[str, int]:
     """Examples per class, reading only the label ids (no image is decoded)."""
-    files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
+    files = _files(file_patterns)
     spec = {LABEL_ID_KEY: tf.io.FixedLenFeature([], tf.int64)}
     ds = (tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024)
           .map(lambda batch: tf.io.parse_example(batch, spec)[LABEL_ID_KEY]))
@@ -85,7 +90,7 @@ def count_labels(file_patterns: list[str], class_names: list[str]) -> dict[str, 
 
 def first_images(file_patterns: list[str], count: int) -> list[bytes]:
     """The encoded bytes of the first ``count`` images, as stored (for warmup requests)."""
-    files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
+    files = _files(file_patterns)
     spec = {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)}
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)
     return [tf.io.parse_single_example(r, spec)[IMAGE_KEY].numpy() for r in ds]

@@ -266,6 +266,12 @@ def make_optimizer(stage: Stage, schedule: WarmupCosine, lr_scales: list[tuple])
 
 # --- checkpoints ---------------------------------------------------------------
 
+def _checkpoint(model, optimizer=None) -> tf.train.Checkpoint:
+    """The model's weights, and the optimizer's state when there is one to keep."""
+    return tf.train.Checkpoint(model=model) if optimizer is None else tf.train.Checkpoint(model=model,
+                                                                                          optimizer=optimizer)
+
+
 class Checkpoints:
     """The schedule's position, and the weights and optimizer state to resume from.
 
@@ -299,10 +305,9 @@ class Checkpoints:
         tag = f"s{state['stage']}-e{state['global_epoch']}"
         if best:
             state["best"] = os.path.join(self.directory, "best-" + tag)
-            tf.train.Checkpoint(model=model).write(state["best"])
+            _checkpoint(model).write(state["best"])
         state["latest"] = os.path.join(self.directory, "latest-" + tag)
-        objects = {"model": model} if optimizer is None else {"model": model, "optimizer": optimizer}
-        tf.train.Checkpoint(**objects).write(state["latest"])
+        _checkpoint(model, optimizer).write(state["latest"])
         state["fingerprint"] = self.fingerprint
         tmp = os.path.join(self.directory, STATE_FILE + ".tmp")
         write_json(state, tmp)
@@ -313,8 +318,7 @@ class Checkpoints:
 
     @staticmethod
     def restore(prefix: str, model, optimizer=None) -> None:
-        objects = {"model": model} if optimizer is None else {"model": model, "optimizer": optimizer}
-        tf.train.Checkpoint(**objects).read(prefix).expect_partial()
+        _checkpoint(model, optimizer).read(prefix).expect_partial()
 
 
 def fingerprint(stages: list[Stage], model: tf_keras.Model, extra: str = "") -> str:
