@@ -6,6 +6,9 @@
 FROM debian:trixie-slim
 
 ARG GPU=false
+# The TensorFlow inside the TF Serving image (k8s/ serves tensorflow/serving:2.19.1):
+# serving validation loads every candidate in it too. Keep equal to serving.tf_version.
+ARG SERVING_TF_VERSION=2.19.1
 
 COPY scripts/system-packages.txt scripts/install-system-packages.sh scripts/install-python-deps.sh /opt/thaw/src/scripts/
 COPY requirements.in requirements-dev.in requirements.lock /opt/thaw/src/
@@ -14,6 +17,13 @@ RUN /opt/thaw/src/scripts/install-system-packages.sh \
  && if [ "$GPU" = true ]; then \
         /opt/thaw/venv/bin/pip install -q --no-cache-dir "tensorflow[and-cuda]==2.21.0" -c /opt/thaw/src/requirements.lock; \
     fi \
+ && rm -rf /root/.cache
+
+# The serving runtime, prebuilt: pods cannot build it (no root, maybe no registry).
+COPY scripts/build-serving-runtime.sh /opt/thaw/src/scripts/
+RUN sh /opt/thaw/src/scripts/build-serving-runtime.sh "$SERVING_TF_VERSION" \
+        "/opt/thaw/serving-runtime/tf-$SERVING_TF_VERSION" \
+ && touch "/opt/thaw/serving-runtime/tf-$SERVING_TF_VERSION/.thaw-ready" \
  && rm -rf /root/.cache
 
 # The code is installed in the image, not mounted.
@@ -30,5 +40,6 @@ USER 1000
 WORKDIR /home/thaw
 ENV PATH=/opt/thaw/venv/bin:$PATH \
     TF_USE_LEGACY_KERAS=1 \
+    THAW_SERVING_RUNTIMES=/opt/thaw/serving-runtime \
     PYTHONUNBUFFERED=1
 CMD ["thaw", "--help"]

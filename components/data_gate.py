@@ -21,7 +21,8 @@ from tfx import v1 as tfx
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
-from components.artifacts import LABEL_COUNTS_FILE, DataVerdict, IngestionReport, read_json, write_json
+from components.artifacts import DataVerdict, IngestionReport, read_json, write_json
+from components.model_contract import LABEL_COUNTS_FILE
 from components.image_example_gen import REPORT_FILE
 
 VERDICT_FILE = "verdict.json"

@@ -19,7 +19,7 @@ import tensorflow_transform as tft
 import tf_keras
 
 from components import image_ops
-from components.artifacts import SERVING_INPUT_KEY, WARMUP_FILE
+from components.model_contract import SERVING_INPUT_KEY, WARMUP_FILE
 from components.preprocessing import IMAGE_KEY
 
 TOP_K = 5

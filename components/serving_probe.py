@@ -28,7 +28,7 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
-from components.artifacts import LABEL_COUNTS_FILE, SERVING_INPUT_KEY, WARMUP_FILE
+from components.model_contract import LABEL_COUNTS_FILE, SERVING_INPUT_KEY, WARMUP_FILE
 
 REQUIRED_OUTPUTS = {"classes", "class_ids", "probabilities", "top_k_classes", "top_k_probabilities"}
 

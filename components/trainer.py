@@ -22,7 +22,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from components.artifacts import LABEL_COUNTS_FILE, STAGE_RESULTS_FILE, write_json
+from components.artifacts import STAGE_RESULTS_FILE, write_json
+from components.model_contract import LABEL_COUNTS_FILE
 from components.backbone import load_backbone
 from components.export import export_model
 from components.input_pipeline import count_labels, first_images, make_dataset

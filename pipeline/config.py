@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -342,6 +343,10 @@ class ServingConfig:
     batch_size: int = 32
     # A model that has not answered everything by then is treated as hung.
     timeout_s: int = 600
+    # The TensorFlow inside the TF Serving image (tensorflow/serving:X.Y.Z runs
+    # TensorFlow X.Y.Z; keep it equal to the tag in k8s/). Serving validation
+    # also loads every candidate in that runtime. Empty: not checked.
+    tf_version: str = "2.19.1"
 
     def budgets(self) -> dict[str, float]:
         return {"p99_ms_batch_1": self.p99_ms_batch_1, "p99_ms_batch_n": self.p99_ms_batch_n,
@@ -357,6 +362,9 @@ class ServingConfig:
             problems.append(f"{at}.batch_size: must be >= 2 (batch 1 is measured anyway), got {self.batch_size}")
         if self.timeout_s < 10:
             problems.append(f"{at}.timeout_s: must be >= 10 seconds, got {self.timeout_s}")
+        if self.tf_version and not re.fullmatch(r"\d+\.\d+\.\d+", self.tf_version):
+            problems.append(f"{at}.tf_version: must be a TensorFlow release like 2.19.1 (the tag of the "
+                            f"tensorflow/serving image), or empty to skip the check; got {self.tf_version!r}")
 
 
 @dataclass

@@ -186,6 +186,7 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
                 budgets_json=json.dumps(config.serving.budgets()),
                 max_pixels=config.data.max_pixels,
                 timeout_s=config.serving.timeout_s,
+                serving_tf_version=config.serving.tf_version,
             )
 
             # Blessed twice: the next version in TF Serving's directory, atomically.

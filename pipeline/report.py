@@ -25,7 +25,8 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_model_analysis as tfma  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from components.artifacts import LABEL_COUNTS_FILE, STAGE_RESULTS_FILE, read_json  # noqa: E402
+from components.artifacts import STAGE_RESULTS_FILE, read_json  # noqa: E402
+from components.model_contract import LABEL_COUNTS_FILE  # noqa: E402
 from components.serving_dir import versions  # noqa: E402
 from pipeline.summary import RunSummary, summarize  # noqa: E402
 

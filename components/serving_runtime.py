@@ -1,0 +1,75 @@
+"""The serving runtime: TensorFlow at the version of the TF Serving image.
+
+The trainer exports with the training runtime's TensorFlow, but TF Serving
+loads the model with the TensorFlow compiled into its image
+(``tensorflow/serving:X.Y.Z`` is TensorFlow X.Y.Z). A model that uses an op the
+older runtime lacks loads fine here and fails there, after the push. So serving
+validation also loads every candidate in a Python whose TensorFlow is the
+serving version.
+
+That Python lives in a directory of its own, made by
+``scripts/build-serving-runtime.sh`` on first use and cached, keyed by the
+version and the script. The Docker image ships the configured default prebuilt
+under ``$THAW_SERVING_RUNTIMES``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "build-serving-runtime.sh"
+
+
+class ServingRuntimeError(RuntimeError):
+    """The serving runtime could not be built; the message says why and what to do."""
+
+
+def runtimes_dir() -> Path:
+    """Where runtimes are kept: $THAW_SERVING_RUNTIMES, else Thaw's cache."""
+    if os.environ.get("THAW_SERVING_RUNTIMES"):
+        return Path(os.environ["THAW_SERVING_RUNTIMES"])
+    cache = os.environ.get("THAW_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "thaw")
+    return Path(cache) / "serving-runtime"
+
+
+def runtime_dir(version: str) -> Path:
+    """This version's directory; a changed build script makes a new one."""
+    key = hashlib.sha256(SCRIPT.read_bytes()).hexdigest()[:12] if SCRIPT.exists() else "prebuilt"
+    prebuilt = runtimes_dir() / f"tf-{version}"
+    if (prebuilt / ".thaw-ready").exists():  # the image's, built without a key
+        return prebuilt
+    return runtimes_dir() / f"tf-{version}-{key}"
+
+
+def python_for(version: str) -> str:
+    """The interpreter of TensorFlow ``version``'s runtime, built first if missing.
+
+    Built under a lock, in place (a venv cannot move), and marked ready only at
+    the end: concurrent runs build it once, and a half-built one is rebuilt.
+    """
+    home = runtime_dir(version)
+    python = home / "venv" / "bin" / "python"
+    if (home / ".thaw-ready").exists():
+        return str(python)
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with open(home.parent / f".{home.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (home / ".thaw-ready").exists():
+            return str(python)
+        shutil.rmtree(home, ignore_errors=True)
+        done = subprocess.run(["sh", str(SCRIPT), version, str(home)], capture_output=True, text=True)
+        if done.returncode != 0:
+            shutil.rmtree(home, ignore_errors=True)
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+            raise ServingRuntimeError(
+                f"could not build the serving runtime (TensorFlow {version}) in {home} with {SCRIPT.name}: "
+                f"{tail}\nCheck that serving.tf_version names a released TensorFlow and that the package "
+                "registries are reachable, or build it ahead of time where they are (the Dockerfile does).")
+        (home / ".thaw-ready").touch()
+    return str(python)
