@@ -20,7 +20,7 @@ RUN /opt/thaw/src/scripts/install-system-packages.sh \
  && rm -rf /root/.cache
 
 # The serving runtime, prebuilt: pods cannot build it (no root, maybe no registry).
-COPY scripts/build-serving-runtime.sh /opt/thaw/src/scripts/
+COPY scripts/build-serving-runtime.sh scripts/python311-venv.sh /opt/thaw/src/scripts/
 RUN sh /opt/thaw/src/scripts/build-serving-runtime.sh "$SERVING_TF_VERSION" \
         "/opt/thaw/serving-runtime/tf-$SERVING_TF_VERSION" \
  && touch "/opt/thaw/serving-runtime/tf-$SERVING_TF_VERSION/.thaw-ready" \

@@ -39,8 +39,10 @@ def runtimes_dir() -> Path:
 
 
 def runtime_dir(version: str) -> Path:
-    """This version's directory; a changed build script makes a new one."""
-    key = hashlib.sha256(SCRIPT.read_bytes()).hexdigest()[:12] if SCRIPT.exists() else "prebuilt"
+    """This version's directory; a changed build script (or the Python one it calls) makes a new one."""
+    scripts = [SCRIPT, SCRIPT.with_name("python311-venv.sh")]
+    key = (hashlib.sha256(b"".join(s.read_bytes() for s in scripts)).hexdigest()[:12]
+           if all(s.exists() for s in scripts) else "prebuilt")
     prebuilt = runtimes_dir() / f"tf-{version}"
     if (prebuilt / ".thaw-ready").exists():  # the image's, built without a key
         return prebuilt
