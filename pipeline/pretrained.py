@@ -69,12 +69,18 @@ def cache_dir() -> Path:
     return Path(cache)
 
 
+def _key(*paths: Path) -> str:
+    return hashlib.sha256(b"".join(p.read_bytes() for p in paths)).hexdigest()[:12]
+
+
+def runtime_key() -> str:
+    """Changes when what the torch runtime installs changes."""
+    return _key(BUILD_SCRIPT, REQUIREMENTS, ROOT / "scripts" / "python311-venv.sh")
+
+
 def recipe_key() -> str:
     """Changes when anything that makes the converted model changes."""
-    digest = hashlib.sha256()
-    for path in (Path(__file__), BUILD_SCRIPT, REFERENCE_SCRIPT, REQUIREMENTS, ROOT / "scripts" / "python311-venv.sh"):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
+    return _key(Path(__file__), REFERENCE_SCRIPT, BUILD_SCRIPT, REQUIREMENTS, ROOT / "scripts" / "python311-venv.sh")
 
 
 # --- the network -------------------------------------------------------------
@@ -203,7 +209,7 @@ def within_tolerance(report: dict) -> list[str]:
 
 def torch_python() -> str:
     """The torch runtime's interpreter, built first (under a lock) if missing."""
-    home = cache_dir() / f"torch-runtime-{recipe_key()}"
+    home = cache_dir() / f"torch-runtime-{runtime_key()}"
     python = home / "venv" / "bin" / "python"
     if (home / ".thaw-ready").exists():
         return str(python)
