@@ -22,7 +22,7 @@ bench:          ## run the benchmarks (ratios against a baseline in the same run
 	bin/thaw-env python -m bench
 
 clean:          ## remove the demo and local run outputs
-	rm -rf build thaw-output
+	rm -rf build thaw-output thaw-output-real
 
 clean-env:      ## remove every cached environment (rebuilt on next use)
 	rm -rf "$${THAW_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/thaw}"

@@ -49,13 +49,13 @@ def runtime_dir(version: str) -> Path:
     return runtimes_dir() / f"tf-{version}-{key}"
 
 
-def python_for(version: str) -> str:
-    """The interpreter of TensorFlow ``version``'s runtime, built first if missing.
+def built_python(home: Path, command: list[str]) -> str:
+    """``home/venv/bin/python`` once ``command`` has built it, building it first if missing.
 
     Built under a lock, in place (a venv cannot move), and marked ready only at
     the end: concurrent runs build it once, and a half-built one is rebuilt.
+    Raises RuntimeBuildError with the end of the command's output.
     """
-    home = runtime_dir(version)
     python = home / "venv" / "bin" / "python"
     if (home / ".thaw-ready").exists():
         return str(python)
@@ -65,13 +65,25 @@ def python_for(version: str) -> str:
         if (home / ".thaw-ready").exists():
             return str(python)
         shutil.rmtree(home, ignore_errors=True)
-        done = subprocess.run(["sh", str(SCRIPT), version, str(home)], capture_output=True, text=True)
+        done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             shutil.rmtree(home, ignore_errors=True)
-            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
-            raise ServingRuntimeError(
-                f"could not build the serving runtime (TensorFlow {version}) in {home} with {SCRIPT.name}: "
-                f"{tail}\nCheck that serving.tf_version names a released TensorFlow and that the package "
-                "registries are reachable, or build it ahead of time where they are (the Dockerfile does).")
+            raise RuntimeBuildError("\n".join((done.stderr or done.stdout).strip().splitlines()[-5:]))
         (home / ".thaw-ready").touch()
     return str(python)
+
+
+class RuntimeBuildError(RuntimeError):
+    """A side runtime's build script failed; the message is the end of its output."""
+
+
+def python_for(version: str) -> str:
+    """The interpreter of TensorFlow ``version``'s runtime, built first if missing."""
+    home = runtime_dir(version)
+    try:
+        return built_python(home, ["sh", str(SCRIPT), version, str(home)])
+    except RuntimeBuildError as exc:
+        raise ServingRuntimeError(
+            f"could not build the serving runtime (TensorFlow {version}) in {home} with {SCRIPT.name}: "
+            f"{exc}\nCheck that serving.tf_version names a released TensorFlow and that the package "
+            "registries are reachable, or build it ahead of time where they are (the Dockerfile does).") from None

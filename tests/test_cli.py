@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["ingest", "--help"], ["demo", "--help"],
-                                  ["summary", "--help"]])
+                                  ["backbone", "--help"], ["summary", "--help"]])
 def test_every_command_explains_itself(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv)
