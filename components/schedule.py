@@ -47,7 +47,7 @@ class Stage:
     optimizer: str = "adam"       # adam | adamw | sgd | rmsprop
     weight_decay: float = 0.0
     layer_lr_decay: float = 1.0
-    monitor: str = "val_accuracy"
+    monitor: str = "val_loss"     # val_loss | val_accuracy (see pipeline.config.StageConfig)
     patience: int = 0
     restore_best: bool = True
     auto_max_blocks: int = 2

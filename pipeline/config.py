@@ -200,7 +200,11 @@ class StageConfig:
     layer_lr_decay: float = 1.0
     # Early stopping: stop the stage when `monitor` has not improved for
     # `patience` epochs (0 = never), and end the stage with its best weights.
-    monitor: str = "val_accuracy"
+    # val_loss by default: on a small validation split accuracy moves in
+    # coarse steps and sits at its ceiling, where no epoch counts as better,
+    # so the best epoch would be the first to reach it and `auto` would
+    # unfreeze and stop on a stall that is only the ceiling (bench.transfer --real).
+    monitor: str = "val_loss"
     patience: int = 0
     restore_best: bool = True
     auto_max_blocks: int = 2             # trainable: auto unfreezes at most this many blocks
