@@ -70,6 +70,10 @@ def cache_dir() -> Path:
 
 
 def _key(*paths: Path) -> str:
+    missing = [str(p.relative_to(ROOT)) for p in paths if not p.exists()]
+    if missing:  # e.g. in the Docker image, which ships neither scripts/ nor torch
+        raise ConversionError(f"the converter needs {', '.join(missing)}, not here: run `bin/thaw backbone` in a "
+                              "clone of Thaw and copy backbone.keras to where the pipeline reads it (backbone.path)")
     return hashlib.sha256(b"".join(p.read_bytes() for p in paths)).hexdigest()[:12]
 
 
