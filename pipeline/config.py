@@ -20,6 +20,8 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = REPO_ROOT / "build" / "demo"
+# Beam runs on one machine: the FnApiRunner, named outright (see beam_pipeline_args).
+BEAM_RUNNER = "--runner=FnApiRunner"
 
 
 class ConfigError(ValueError):
@@ -417,8 +419,11 @@ class ThawConfig:
     # beat its processes: image decoding, hashing and compression release the
     # GIL, and threads need no worker start-up (bench/ingestion.py measures it).
     # For data that outgrows one machine, name a Flink, Spark or Dataflow runner.
+    # With no --runner here, the run names Beam's FnApiRunner (beam_args): Beam's
+    # default DirectRunner first tries its Prism runner and downloads Prism's
+    # binary from GitHub in every Beam step, a failed download when offline.
     beam_pipeline_args: list[str] = field(
-        default_factory=lambda: ["--direct_running_mode=multi_threading", "--direct_num_workers=0"]
+        default_factory=lambda: [BEAM_RUNNER, "--direct_running_mode=multi_threading", "--direct_num_workers=0"]
     )
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -435,6 +440,13 @@ class ThawConfig:
             problems.append(f"{at}output_dir: name a directory for the run's outputs")
 
     # Paths every runner agrees on, derived from output_dir.
+    def beam_args(self) -> list[str]:
+        """beam_pipeline_args, with Beam's FnApiRunner named when they name no runner."""
+        args = list(self.beam_pipeline_args)
+        if any(a == "--runner" or a.startswith("--runner=") for a in args):
+            return args
+        return [BEAM_RUNNER] + args
+
     @property
     def pipeline_root(self) -> str:
         return os.path.join(self.output_dir, "pipeline")
