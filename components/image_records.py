@@ -8,9 +8,12 @@ memory, for nothing a worker needs: files are read with Beam's own FileSystems
 against TensorFlow's own parser.
 """
 
+import errno
 import hashlib
 import io
 import json
+import os
+import stat
 from typing import Iterable
 
 from apache_beam.io.filesystem import CompressionTypes
@@ -32,23 +35,44 @@ Image.MAX_IMAGE_PIXELS = None
 Item = tuple[str, str, str]
 
 
-def read(uri: str) -> bytes:
-    """The file's bytes as stored."""
-    with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        return f.read()
+class Refused(Exception):
+    """A file that is not read, and why (the quarantine reason)."""
 
 
-def hash_item(item: Item) -> Iterable[tuple[str, tuple[str, str]]]:
-    """First pass: (content hash, (shown path, label)) for every readable, non-empty file.
+_KINDS = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
 
-    A file that cannot be read is left to the second pass, which says why.
+
+def read(uri: str, limit: int) -> bytes:
+    """The file's bytes as stored, refusing before reading anything that is not a regular
+    file of at most ``limit`` bytes: a FIFO would block the worker for ever, /dev/zero never ends.
     """
-    try:
-        data = read(item[0])
-    except Exception:  # noqa: BLE001 (reported by inspect_image)
-        return
-    if data:
-        yield hashlib.sha256(data).hexdigest(), (item[1], item[2])
+    if "://" in uri:
+        with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            data = f.read(limit + 1)
+    else:
+        try:  # non-blocking, so opening a FIFO returns at once instead of waiting for a writer
+            fd = os.open(uri, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise Refused(f"symlink loop: {uri} never resolves to a file") from exc
+            raise
+        with os.fdopen(fd, "rb") as f:
+            mode, size = os.fstat(fd).st_mode, os.fstat(fd).st_size
+            if not stat.S_ISREG(mode):
+                kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+                raise Refused(f"not a regular file: {uri} is {kind}; only image files are read")
+            if size > limit:
+                raise Refused(f"too large: {size} bytes, over the limit of {limit} (data.max_file_bytes)")
+            data = f.read(limit + 1)
+    if len(data) > limit:
+        raise Refused(f"too large: over the limit of {limit} bytes (data.max_file_bytes)")
+    return data
+
+
+def content_key(record: dict) -> tuple[str, tuple[str, str]]:
+    """(content hash, (shown path, label)) of a decodable image, to find copies."""
+    return record["sha256"], (record["path"], record["label"])
 
 
 def decide_duplicates(group: tuple[str, Iterable[tuple[str, str]]]) -> Iterable[tuple[str, str]]:
@@ -65,13 +89,39 @@ def decide_duplicates(group: tuple[str, Iterable[tuple[str, str]]]) -> Iterable[
         yield path, f"duplicate of {copies[0][0]}"
 
 
-def inspect_image(uri: str, shown: str, label: str, max_pixels: int, min_side: int = 1) -> dict:
+# Signature -> (format, how a whole file of it ends); a file that starts like an
+# image but does not end like one was cut short.
+_SIGNATURES = [
+    (b"\xff\xd8\xff", "JPEG", lambda d: d.rstrip(b"\0\r\n").endswith(b"\xff\xd9")),
+    (b"\x89PNG\r\n\x1a\n", "PNG", lambda d: d.endswith(b"IEND\xaeB`\x82")),
+    (b"GIF8", "GIF", lambda d: d.rstrip(b"\0").endswith(b";")),
+    (b"BM", "BMP", lambda d: len(d) >= 6 and len(d) >= int.from_bytes(d[2:6], "little")),
+]
+
+
+def cut_short(data: bytes) -> str | None:
+    """The format a file starts as, when it ends before a whole file of that format would."""
+    for signature, fmt, whole in _SIGNATURES:
+        if data.startswith(signature):
+            return None if whole(data) else fmt
+    return None
+
+
+def _truncated(fmt: str, data: bytes) -> str:
+    return (f"truncated: a {fmt} file cut short after {len(data)} bytes (it has no end-of-image marker); "
+            "copy it again from its source")
+
+
+def inspect_image(uri: str, shown: str, label: str, max_pixels: int, min_side: int = 1,
+                  max_bytes: int = 64 << 20) -> dict:
     """Reads and checks one file. Returns an 'example' record or a 'quarantine' one."""
     def bad(reason: str) -> dict:
-        return {"kind": "quarantine", "path": shown, "reason": reason}
+        return {"kind": "quarantine", "path": shown, "label": label, "reason": reason}
 
     try:
-        data = read(uri)
+        data = read(uri, max_bytes)
+    except Refused as exc:
+        return bad(str(exc))
     except FileNotFoundError:
         return bad(f"missing: no file at {uri}")
     except Exception as exc:  # noqa: BLE001 (permissions, a broken mount, a GCS error: per file)
@@ -84,7 +134,8 @@ def inspect_image(uri: str, shown: str, label: str, max_pixels: int, min_side: i
         with Image.open(io.BytesIO(data)) as probe:
             fmt, (width, height) = probe.format, probe.size
     except Exception:  # PIL raises many types for "not an image"
-        return bad("not an image (no known image header)")
+        started_as = cut_short(data)
+        return bad(_truncated(started_as, data) if started_as else "not an image (no known image header)")
     if fmt not in DECODABLE_FORMATS:
         return bad(f"unsupported format {fmt}: convert it to JPEG or PNG")
     if width * height > max_pixels:
@@ -99,8 +150,10 @@ def inspect_image(uri: str, shown: str, label: str, max_pixels: int, min_side: i
             if reencode:
                 buffer = io.BytesIO()
                 image.convert("RGB").save(buffer, format="PNG")
-    except Exception as exc:
-        return bad(f"truncated or undecodable: {exc}")
+    except Exception as exc:  # noqa: BLE001 (PIL raises many types for damaged pixels)
+        started_as = cut_short(data)
+        return bad(_truncated(started_as, data) if started_as else
+                   f"corrupt {fmt}: {exc}; the file is whole but its pixels are damaged: export it again")
     return {
         "kind": "example",
         "path": shown,
@@ -180,18 +233,25 @@ def to_example(record: dict) -> bytes:
 def outcome(record: dict) -> str:
     """What the report needs of one file: small, so the outcomes of millions fit."""
     if record["kind"] == "quarantine":
-        return json.dumps({"kind": "quarantine", "path": record["path"], "reason": record["reason"]})
+        return json.dumps({"kind": "quarantine", "path": record["path"], "label": record.get("label", ""),
+                           "reason": record["reason"]})
     return json.dumps({"kind": "example", "split": record["split"], "label": record["label"],
                        "width": record["width"], "height": record["height"]})
 
 
-def inspect_item(item: Item, dropped: dict, splits: list, max_pixels: int, min_side: int) -> dict:
-    """Second pass, per file: a duplicate found in the first pass, or the full check and its split."""
-    if item[1] in dropped:
-        return {"kind": "quarantine", "path": item[1], "reason": dropped[item[1]]}
-    record = inspect_image(item[0], item[1], item[2], max_pixels, min_side)
+def inspect_item(item: Item, splits: list, max_pixels: int, min_side: int, max_bytes: int) -> dict:
+    """Per file: the full check, and for an image its split."""
+    record = inspect_image(item[0], item[1], item[2], max_pixels, min_side, max_bytes)
     if record["kind"] == "example":
         record["split"] = split_for(record["sha256"], splits)
+    return record
+
+
+def drop_copies(record: dict, dropped: dict) -> dict:
+    """An image found to be a copy (or in conflict) among the decodable images is quarantined."""
+    if record["kind"] == "example" and record["path"] in dropped:
+        return {"kind": "quarantine", "path": record["path"], "label": record["label"],
+                "reason": dropped[record["path"]]}
     return record
 
 
