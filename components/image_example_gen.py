@@ -312,7 +312,7 @@ def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
         shuffled = p | "List" >> beam.Create(items) | "Distribute" >> beam.Reshuffle()
         inspected = shuffled | "Inspect" >> beam.Map(
             image_records.inspect_item, splits=splits, max_pixels=max_pixels, min_side=min_side,
-            max_bytes=max_file_bytes) | "ProgressChecked" >> beam.Map(Progress("read and checked", len(items)))
+            max_bytes=max_file_bytes) | "ProgressChecked" >> beam.Map(Progress("checked", len(items)))
         # Copies and label conflicts are judged among decodable images only: a
         # text file under two classes is "not an image", not a conflict.
         drops = (
@@ -322,8 +322,9 @@ def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
             | "GroupByContent" >> beam.GroupByKey()
             | "FindDuplicates" >> beam.FlatMap(image_records.decide_duplicates)
         )
-        records = inspected | "DropCopies" >> beam.Map(image_records.drop_copies,
-                                                       dropped=beam.pvalue.AsDict(drops))
+        records = inspected | "Finish" >> beam.Map(image_records.finish, dropped=beam.pvalue.AsDict(drops),
+                                                   max_bytes=max_file_bytes) | "ProgressDone" >> beam.Map(
+            Progress("done", len(items)))
         examples = records | "Ingested" >> beam.Filter(image_records.is_example)
         parts = examples | "BySplit" >> beam.Partition(image_records.split_index, len(split_names), split_names)
         for name, part in zip(split_names, parts):

@@ -148,8 +148,7 @@ def inspect_image(uri: str, shown: str, label: str, max_pixels: int, min_side: i
             mode = image.mode
             reencode = mode not in DECODABLE_MODES
             if reencode:
-                buffer = io.BytesIO()
-                image.convert("RGB").save(buffer, format="PNG")
+                png = _as_png(image)
     except Exception as exc:  # noqa: BLE001 (PIL raises many types for damaged pixels)
         started_as = cut_short(data)
         return bad(_truncated(started_as, data) if started_as else
@@ -159,13 +158,20 @@ def inspect_image(uri: str, shown: str, label: str, max_pixels: int, min_side: i
         "path": shown,
         "label": label,
         "sha256": hashlib.sha256(data).hexdigest(),
-        "image_bytes": buffer.getvalue() if reencode else data,
+        "image_bytes": png if reencode else data,
         "format": "png" if reencode else DECODABLE_FORMATS[fmt],
         "height": height,
         "width": width,
         "channels": 1 if mode in ("1", "L") else (4 if mode in ("RGBA", "LA") else 3),
         "reencoded": f"from {fmt} mode {mode}" if reencode else "",
     }
+
+
+def _as_png(image: Image.Image) -> bytes:
+    """8-bit RGB PNG, for pixel modes the shared decoder cannot read as stored."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def split_for(sha256: str, splits: list[tuple[str, float]]) -> str:
@@ -240,19 +246,35 @@ def outcome(record: dict) -> str:
 
 
 def inspect_item(item: Item, splits: list, max_pixels: int, min_side: int, max_bytes: int) -> dict:
-    """Per file: the full check, and for an image its split."""
+    """First pass, per file: the full check, and for an image its split. The pixels are
+    not kept: what every file's record holds until copies are found must stay small."""
     record = inspect_image(item[0], item[1], item[2], max_pixels, min_side, max_bytes)
     if record["kind"] == "example":
-        record["split"] = split_for(record["sha256"], splits)
+        record.update(split=split_for(record["sha256"], splits), uri=item[0])
+        del record["image_bytes"]
     return record
 
 
-def drop_copies(record: dict, dropped: dict) -> dict:
-    """An image found to be a copy (or in conflict) among the decodable images is quarantined."""
-    if record["kind"] == "example" and record["path"] in dropped:
-        return {"kind": "quarantine", "path": record["path"], "label": record["label"],
-                "reason": dropped[record["path"]]}
-    return record
+def finish(record: dict, dropped: dict, max_bytes: int) -> dict:
+    """Second pass, per file: a copy (or conflict) among the decodable images is quarantined;
+    any other image is read again for its bytes, which must be the bytes checked."""
+    def bad(reason: str) -> dict:
+        return {"kind": "quarantine", "path": record["path"], "label": record["label"], "reason": reason}
+
+    if record["kind"] != "example":
+        return record
+    if record["path"] in dropped:
+        return bad(dropped[record["path"]])
+    try:
+        data = read(record["uri"], max_bytes)
+    except Exception as exc:  # noqa: BLE001 (removed or replaced by another kind of file meanwhile)
+        return bad(f"changed during ingestion: it could not be read again ({exc}); rerun")
+    if hashlib.sha256(data).hexdigest() != record["sha256"]:
+        return bad("changed during ingestion: its content differs from the content checked; rerun")
+    if record["reencoded"]:
+        with Image.open(io.BytesIO(data)) as image:
+            data = _as_png(image)
+    return {**record, "image_bytes": data}
 
 
 def is_example(record: dict) -> bool:
