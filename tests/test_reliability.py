@@ -7,6 +7,7 @@ produced is lost. The README's reliability table lists them.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -58,41 +59,51 @@ def test_two_processes_pushing_into_one_serving_directory_take_turns(tmp_path):
         assert (Path(base) / str(version) / "variables" / "variables.data-00000-of-00001").read_bytes() == b"x" * 20_000_000
 
 
-def _ingest(data, output, config, *extra):
+def _ingest(data, output, config, log: Path, *extra):
+    """A real `thaw ingest` process; its stdout and stderr go to log.out and log.err."""
     return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "ingest", str(data), "--output", str(output),
-                             "--config", str(config), "--json", *extra],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--config", str(config), "--json", *extra], cwd=REPO,
+                            stdout=open(log.with_suffix(".out"), "w"), stderr=open(log.with_suffix(".err"), "w"))
+
+
+def _wait_for(what: str, done, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
 
 
 def test_a_second_run_on_the_same_output_refuses_naming_the_first_or_waits_for_it(tiny_demo, tmp_path):
     config = tmp_path / "thaw.yaml"
     config.write_text(json.dumps({"backbone": {"path": str(tiny_demo["backbone"])},
                                   "beam_pipeline_args": ["--direct_running_mode=in_memory"]}))
-    out = tmp_path / "out"
-    first = _ingest(tiny_demo["data"], out, config)
-    lock = out / ".thaw-run.lock"
-    deadline = time.monotonic() + 120
-    while not (lock.exists() and str(first.pid) in lock.read_text()):
-        assert first.poll() is None, first.communicate()[1]
-        assert time.monotonic() < deadline, "the first run never took the output directory"
-        time.sleep(0.1)
-    waiting = _ingest(tiny_demo["data"], out, config, "--wait")
-    refused = _ingest(tiny_demo["data"], out, config)
-    _, refusal = refused.communicate(timeout=300)
-    assert first.poll() is None, "the first run ended before the second tried: the test proves nothing"
-    assert refused.returncode == 4, refusal
-    assert f"a run on {out} is already in progress: pid {first.pid} on host" in refusal
-    assert "thaw ingest" in refusal and "--wait" in refusal
-    assert "step 1 of" not in refusal  # nothing was started
-
-    first_out, first_err = first.communicate(timeout=600)
-    waited_out, waited_err = waiting.communicate(timeout=600)
-    assert first.returncode == 0, first_err
-    assert waiting.returncode == 0, waited_err
-    assert f"waiting for the run already going on {out}: pid {first.pid}" in waited_err
+    out, lock = tmp_path / "out", tmp_path / "out" / ".thaw-run.lock"
+    first = _ingest(tiny_demo["data"], out, config, tmp_path / "first")
+    _wait_for("the first run to take the output directory",
+              lambda: first.poll() is not None or (lock.exists() and str(first.pid) in lock.read_text()))
+    assert first.poll() is None, (tmp_path / "first.err").read_text()
+    # The first run is frozen while it holds the directory, as a long run would be, so the
+    # others meet it mid-run however slowly they start on a busy machine.
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        refused = _ingest(tiny_demo["data"], out, config, tmp_path / "refused")
+        assert refused.wait(timeout=300) == 4, (tmp_path / "refused.err").read_text()
+        refusal = (tmp_path / "refused.err").read_text()
+        assert f"a run on {out} is already in progress: pid {first.pid} on host" in refusal
+        assert "(thaw ingest " in refusal and "--wait" in refusal
+        assert "step 1 of" not in refusal  # nothing was started
+        waiting = _ingest(tiny_demo["data"], out, config, tmp_path / "waiting", "--wait")
+        _wait_for("the --wait run to say whom it waits for",
+                  lambda: "waiting for the run" in (tmp_path / "waiting.err").read_text() or waiting.poll() is not None)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    assert first.wait(timeout=600) == 0, (tmp_path / "first.err").read_text()
+    assert waiting.wait(timeout=600) == 0, (tmp_path / "waiting.err").read_text()
+    assert f"waiting for the run already going on {out}: pid {first.pid}" in (tmp_path / "waiting.err").read_text()
     # Both runs are whole in the one metadata store: each found every file.
-    for output in (first_out, waited_out):
-        assert json.loads(output.strip().splitlines()[-1])["ingested"] == 150
+    for name in ("first", "waiting"):
+        summary = (tmp_path / f"{name}.out").read_text().strip().splitlines()[-1]
+        assert json.loads(summary)["ingested"] == 150
     assert lock.read_text() == ""  # released, and nobody named as holding it
 
 
@@ -168,6 +179,7 @@ def test_a_disk_filling_up_mid_checkpoint_keeps_the_last_epoch_and_the_rerun_res
     assert sorted(p.name for p in checkpoints.iterdir() if "-e2" in p.name or p.suffix == ".tmp") == []
 
     (small_disk / "filler").unlink()
+    caplog.clear()
     caplog.set_level("INFO", logger="components.schedule")
     model, backbone = classifier()
     (result,) = run_schedule(model, backbone, stages, toy_data(), toy_data(seed=1), steps_per_epoch=4,
