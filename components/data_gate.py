@@ -78,6 +78,9 @@ def judge(report: dict, anomalies: list[str], limits: dict, previous_counts: Opt
 
     per_class = {c: sum(splits.values()) for c, splits in report["per_class"].items()}
     train_counts = {c: splits.get("train", 0) for c, splits in report["per_class"].items()}
+    for name in report.get("classes_without_images", []):
+        problems.append(f"class '{name}' has no usable image: every one of its files was quarantined (the "
+                        "ingestion report says why); fix the files or remove the class")
     if len(per_class) < 2:
         problems.append(f"{len(per_class)} class(es) with usable images; a classifier needs at least 2")
     for name, count in sorted(per_class.items()):

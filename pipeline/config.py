@@ -51,6 +51,14 @@ class DataConfig:
     max_pixels: int = 50_000_000
     # Images with a side shorter than this are quarantined as too small.
     min_side: int = 8
+    # Files larger than this are quarantined unread (the size is checked
+    # before reading; special files such as FIFOs and devices are never read).
+    max_file_bytes: int = 64 * 1024 * 1024
+    # Other folders or bucket prefixes (gs://bucket/images/) that a manifest's
+    # uris, or symlinks under the data folder, may point into. By default only
+    # the data root (a manifest's own folder) is read; anything outside it is
+    # quarantined unread.
+    allowed_roots: list[str] = field(default_factory=list)
     # The run stops before training when more of the files than this are
     # quarantined, or a class has fewer images than min_images_per_class, or
     # the largest class is more than max_class_imbalance times the smallest.
@@ -71,6 +79,12 @@ class DataConfig:
             problems.append(f"{at}.max_pixels: must be >= 1, got {self.max_pixels}")
         if self.min_side < 1:
             problems.append(f"{at}.min_side: must be >= 1, got {self.min_side}")
+        if self.max_file_bytes < 1:
+            problems.append(f"{at}.max_file_bytes: must be >= 1, got {self.max_file_bytes}")
+        for i, root in enumerate(self.allowed_roots):
+            if not root or not ("://" in root or os.path.isabs(root)):
+                problems.append(f"{at}.allowed_roots[{i}]: give an absolute folder or a bucket prefix "
+                                f"(gs://bucket/images/), got '{root}'")
         if not 0 <= self.max_bad_fraction <= 1:
             problems.append(f"{at}.max_bad_fraction: must be in [0, 1], got {self.max_bad_fraction}")
         if self.min_images_per_class < 1:
@@ -119,6 +133,9 @@ class BackboneConfig:
     # (ImageNet mean/std), caffe (BGR, ImageNet mean). auto: the architecture's
     # own, unit for a TF Hub module, none for a saved Keras model.
     input_scaling: str = "auto"
+    # A saved model with Lambda layers runs their Python code as it loads:
+    # refused unless this is true. Set it only for files you made or trust.
+    trust_code: bool = False
 
     def check(self, problems: list[str], at: str) -> None:
         if not self.path and not self.architecture:

@@ -114,6 +114,8 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
         splits_json=json.dumps(config.data.splits),
         max_pixels=config.data.max_pixels,
         min_side=config.data.min_side,
+        max_file_bytes=config.data.max_file_bytes,
+        allowed_roots_json=json.dumps(config.data.allowed_roots),
     )
 
     # Statistics over every feature, with semantic image statistics on.
