@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import tarfile
 import tempfile
 import urllib.request
+import zipfile
 
 import tensorflow as tf
 import tf_keras
@@ -198,14 +200,70 @@ def build_application(architecture: str, weights: str, image_size: int) -> tf_ke
     return model
 
 
-def load_saved_model(path: str) -> tf_keras.Model:
-    """Loads a whole Keras model from a .keras or .h5 file or a Keras SavedModel directory."""
+def _model_configs(path: str) -> list:
+    """The layer configurations stored in a saved Keras model, read without loading it."""
+    if tf.io.gfile.isdir(path):
+        from tf_keras.protobuf import saved_metadata_pb2  # noqa: PLC0415
+
+        metadata = os.path.join(path, "keras_metadata.pb")
+        if not tf.io.gfile.exists(metadata):
+            return []
+        proto = saved_metadata_pb2.SavedMetadata()
+        with tf.io.gfile.GFile(metadata, "rb") as f:
+            proto.ParseFromString(f.read())
+        return [json.loads(node.metadata) for node in proto.nodes if node.metadata]
+    local = _local_copy(path)
+    if path.endswith(".keras"):
+        with zipfile.ZipFile(local) as archive:
+            return [json.loads(archive.read("config.json"))] if "config.json" in archive.namelist() else []
+    import h5py  # noqa: PLC0415  (a tf_keras dependency)
+
+    with h5py.File(local, "r") as f:
+        config = f.attrs.get("model_config")
+    return [json.loads(config.decode() if isinstance(config, bytes) else config)] if config else []
+
+
+def code_layers(path: str) -> list[str]:
+    """Layers of a saved model whose Python code would run when it loads: Lambda layers."""
+    found = []
+
+    def visit(node) -> None:
+        if isinstance(node, dict):
+            if node.get("class_name") == "Lambda":
+                found.append(str((node.get("config") or {}).get("name") or node.get("name") or "lambda"))
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    try:
+        visit(_model_configs(path))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise BackboneError(f"backbone {path} could not be read as a saved Keras model: {exc}") from exc
+    return sorted(set(found))
+
+
+def load_saved_model(path: str, trust_code: bool = False) -> tf_keras.Model:
+    """Loads a whole Keras model from a .keras or .h5 file or a Keras SavedModel directory.
+
+    A Lambda layer is Python bytecode that runs as the model loads, so a
+    backbone holding one is refused unless the configuration trusts it
+    (``backbone.trust_code``); Keras's safe mode is on otherwise.
+    """
     if not path.endswith((".keras", ".h5")) and not tf.io.gfile.isdir(path):
         raise BackboneError(f"backbone {path}: expected a .keras or .h5 file, a SavedModel directory "
                             "or a TF Hub handle; or set backbone.architecture and give its weights here")
+    unsafe = code_layers(path)
+    if unsafe and not trust_code:
+        raise BackboneError(
+            f"backbone {path} holds {len(unsafe)} Lambda layer(s) ({', '.join(unsafe)}): their Python code would "
+            "run on this machine as the model loads. Thaw refuses it; if you made this file or trust whoever "
+            "did, set backbone.trust_code: true")
     try:
         is_dir = tf.io.gfile.isdir(path)  # a SavedModel directory loads from gs:// as it is
-        return tf_keras.models.load_model(path if is_dir else _local_copy(path), compile=False)
+        return tf_keras.models.load_model(path if is_dir else _local_copy(path), compile=False,
+                                          safe_mode=not trust_code)
     except (OSError, ValueError) as exc:
         raise BackboneError(f"backbone {path} could not be loaded as a Keras model: {exc}") from exc
 
@@ -285,7 +343,7 @@ def load_backbone(config: dict, image_size: int, dtype_policy: str = "float32") 
             raise BackboneError(
                 f"backbone {path} does not exist: set backbone.path to a .keras or .h5 file, a SavedModel "
                 "directory or a TF Hub module (the demo's is made by `thaw demo`)")
-        model = load_saved_model(path)
+        model = load_saved_model(path, trust_code=bool(config.get("trust_code")))
         source = "keras"
         scaling = "none" if scaling == "auto" else scaling
         if dtype_policy != "float32":

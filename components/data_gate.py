@@ -22,6 +22,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
 from components.artifacts import DataVerdict, IngestionReport, read_json, write_json
+from components.baseline import baseline_uri
 from components.model_contract import LABEL_COUNTS_FILE
 from components.image_example_gen import REPORT_FILE
 
@@ -77,6 +78,9 @@ def judge(report: dict, anomalies: list[str], limits: dict, previous_counts: Opt
 
     per_class = {c: sum(splits.values()) for c, splits in report["per_class"].items()}
     train_counts = {c: splits.get("train", 0) for c, splits in report["per_class"].items()}
+    for name in report.get("classes_without_images", []):
+        problems.append(f"class '{name}' has no usable image: every one of its files was quarantined (the "
+                        "ingestion report says why); fix the files or remove the class")
     if len(per_class) < 2:
         problems.append(f"{len(per_class)} class(es) with usable images; a classifier needs at least 2")
     for name, count in sorted(per_class.items()):
@@ -140,9 +144,9 @@ def DataGate(
     split_names = artifact_utils.decode_split_names(statistics.split_names)
     ingestion = read_json(report.uri, REPORT_FILE)
     previous = None
-    if baseline_model is not None:
-        serving_dir = path_utils.serving_model_path(baseline_model.uri)
-        previous = read_json(serving_dir, "assets.extra", LABEL_COUNTS_FILE)
+    model_uri = baseline_uri(baseline_model)
+    if model_uri is not None:
+        previous = read_json(path_utils.serving_model_path(model_uri), "assets.extra", LABEL_COUNTS_FILE)
     result = judge(ingestion, read_anomalies(anomalies.uri, split_names), json.loads(limits_json), previous)
     write_json(result, verdict.uri, VERDICT_FILE)
     verdict.set_int_custom_property("passed", int(result["passed"]))

@@ -71,12 +71,63 @@ class Progress:
 
 
 
-def list_folder(data_root: str) -> tuple[list[Item], list[dict]]:
+class RootGuard:
+    """Where ingestion may read: the data root (a manifest's folder) and data.allowed_roots.
+
+    A manifest row or a symlink under a class folder can name any path; a file
+    outside these roots (``../../etc/shadow``, a link to ``/``) is quarantined
+    unread, with the reason and the setting that would allow it.
+    """
+
+    def __init__(self, data_root: str, allowed: Iterable[str] = ()):
+        roots = [data_root, *allowed]
+        self.shown = ", ".join(roots)
+        self.local = [os.path.realpath(r) for r in roots if "://" not in r]
+        self.remote = [r.rstrip("/") + "/" for r in roots if "://" in r]
+
+    def inside(self, path: str) -> bool:
+        if "://" in path:
+            return any(path.startswith(r) for r in self.remote)
+        real = os.path.realpath(path)
+        return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in self.local)
+
+    def reason(self, path: str) -> str:
+        where = path if "://" in path else f"{path} (resolved: {os.path.realpath(path)})"
+        return (f"outside the data root: {where} is not under {self.shown}; add its folder to "
+                "data.allowed_roots if it should be read")
+
+
+def _walk(top: str, guard: RootGuard, data_root: str, quarantined: list[dict]) -> Iterable[tuple[str, list[str]]]:
+    """(folder, file names) under ``top``. Local symlinked folders are followed once each, and
+    not at all when they lead out of the roots or back into a folder already walked (a loop)."""
+    if "://" in top:
+        yield from ((d, files) for d, _, files in tf.io.gfile.walk(top))
+        return
+    seen = set()
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        here = os.path.realpath(dirpath)
+        seen.add(here)
+        for name in list(dirnames):
+            path = os.path.join(dirpath, name)
+            real, shown = os.path.realpath(path), os.path.relpath(path, data_root) + "/"
+            if not guard.inside(path):
+                quarantined.append({"path": shown, "reason": guard.reason(path)})
+            elif real in seen or here.startswith(real.rstrip(os.sep) + os.sep):
+                quarantined.append({"path": shown, "reason": f"symlink loop: it leads back to {real}, "
+                                                            "which is read already"})
+            else:
+                continue
+            dirnames.remove(name)
+        yield dirpath, filenames
+
+
+def list_folder(data_root: str, allowed_roots: Iterable[str] = ()) -> tuple[list[Item], list[dict]]:
     """Items of a folder of class-named subfolders; the label is the top-level folder's name.
 
     Files directly under the root belong to no class and empty class folders
     hold no image: both are reported, never silently skipped.
     """
+    guard = RootGuard(data_root, allowed_roots)
     items: list[Item] = []
     quarantined: list[dict] = []
     for entry in sorted(tf.io.gfile.listdir(data_root)):
@@ -85,11 +136,18 @@ def list_folder(data_root: str) -> tuple[list[Item], list[dict]]:
         if not tf.io.gfile.isdir(path):
             quarantined.append({"path": name, "reason": "not in a class folder: move it into a subfolder named after its class"})
             continue
+        if not guard.inside(path):
+            quarantined.append({"path": name + "/", "reason": guard.reason(path)})
+            continue
         found = 0
-        for dirpath, _, filenames in tf.io.gfile.walk(path):
+        for dirpath, filenames in _walk(path, guard, data_root, quarantined):
             for filename in sorted(filenames):
                 full = os.path.join(dirpath, filename)
-                items.append((full, os.path.relpath(full, data_root), name))
+                shown = os.path.relpath(full, data_root)
+                if guard.inside(full) or not os.path.exists(full):  # a dangling link is reported as missing
+                    items.append((full, shown, name))
+                else:
+                    quarantined.append({"path": shown, "reason": guard.reason(full)})
                 found += 1
         if not found:
             quarantined.append({"path": name + "/", "reason": "empty class folder: it holds no files"})
@@ -117,14 +175,16 @@ def _manifest_rows(manifest: str) -> Iterable[tuple[int, dict]]:
                 yield number, row if isinstance(row, dict) else {"error": "not a JSON object"}
 
 
-def list_manifest(manifest: str) -> tuple[list[Item], list[dict]]:
+def list_manifest(manifest: str, allowed_roots: Iterable[str] = ()) -> tuple[list[Item], list[dict]]:
     """Items of a CSV (header uri,label) or JSONL ({"uri": ..., "label": ...}) manifest.
 
-    Relative uris are read from the manifest's folder; a row without a uri or a
-    label is reported with its line number.
+    Relative uris are read from the manifest's folder, the data root; a uri
+    outside it and data.allowed_roots, and a row without a uri or a label, are
+    reported with the row's line number.
     """
     base = os.path.dirname(manifest)
     name = os.path.basename(manifest)
+    guard = RootGuard(base, allowed_roots)
     items: list[Item] = []
     quarantined: list[dict] = []
     for number, row in _manifest_rows(manifest):
@@ -134,19 +194,22 @@ def list_manifest(manifest: str) -> tuple[list[Item], list[dict]]:
             quarantined.append({"path": f"{name}:{number}", "reason": f"bad manifest row: {reason}"})
             continue
         full = uri if "://" in uri or os.path.isabs(uri) else os.path.join(base, uri)
-        items.append((full, uri, label))
+        if guard.inside(full):
+            items.append((full, uri, label))
+        else:
+            quarantined.append({"path": f"{name}:{number}", "reason": guard.reason(full)})
     return items, quarantined
 
 
-def list_images(data: str) -> tuple[list[Item], list[dict]]:
+def list_images(data: str, allowed_roots: Iterable[str] = ()) -> tuple[list[Item], list[dict]]:
     """Everything to ingest from ``data``: a folder of class folders, or a manifest file."""
     if data.endswith(MANIFEST_SUFFIXES) and tf.io.gfile.exists(data) and not tf.io.gfile.isdir(data):
-        return list_manifest(data)
+        return list_manifest(data, allowed_roots)
     if not tf.io.gfile.isdir(data):
         raise FileNotFoundError(
             f"data {data} is neither a folder nor a .csv/.jsonl manifest: point data.root (or --data) "
             "at a folder with one subfolder of images per class, or at a manifest of uri,label rows")
-    return list_folder(data)
+    return list_folder(data, allowed_roots)
 
 
 def _percentiles(values) -> dict[str, int]:
@@ -183,9 +246,11 @@ def build_report(lines: Iterable[dict], listing_quarantine: list[dict], files_se
     per_class: dict[str, dict[str, int]] = {}
     widths, heights = array.array("I"), array.array("I")
     quarantined = list(listing_quarantine)
+    labels = set()
     for line in lines:
         if line["kind"] == "quarantine":
             quarantined.append({"path": line["path"], "reason": line["reason"]})
+            labels.add(line.get("label", ""))
             continue
         per_split[line["split"]] = per_split.get(line["split"], 0) + 1
         counts = per_class.setdefault(line["label"], {})
@@ -205,6 +270,8 @@ def build_report(lines: Iterable[dict], listing_quarantine: list[dict], files_se
             "longer_side": _size_histogram([max(w, h) for w, h in zip(widths, heights)]),
         },
         "quarantined": quarantined,
+        # Classes every one of whose files was quarantined: no image to learn them from.
+        "classes_without_images": sorted(labels - set(per_class) - {""}),
     }
 
 
@@ -229,7 +296,8 @@ def check_usable(report: dict, split_names: list[str], report_path: str) -> None
 
 
 def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
-           report_dir: str, max_pixels: int, min_side: int = 1) -> dict:
+           report_dir: str, max_pixels: int, min_side: int = 1, max_file_bytes: int = 64 << 20,
+           allowed_roots: list[str] = ()) -> dict:
     """Runs ingestion on ``pipeline`` and returns the report it wrote.
 
     Writes gzipped TFRecords under ``examples_dir/Split-<name>/`` and the
@@ -237,22 +305,26 @@ def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
     ``report_dir``.
     """
     split_names = [name for name, _ in splits]
-    items, listing_quarantine = list_images(data)
+    items, listing_quarantine = list_images(data, allowed_roots)
     outcome_dir = os.path.join(report_dir, "outcomes")
 
     with pipeline as p:
         shuffled = p | "List" >> beam.Create(items) | "Distribute" >> beam.Reshuffle()
+        inspected = shuffled | "Inspect" >> beam.Map(
+            image_records.inspect_item, splits=splits, max_pixels=max_pixels, min_side=min_side,
+            max_bytes=max_file_bytes) | "ProgressChecked" >> beam.Map(Progress("checked", len(items)))
+        # Copies and label conflicts are judged among decodable images only: a
+        # text file under two classes is "not an image", not a conflict.
         drops = (
-            shuffled
-            | "ProgressRead" >> beam.Map(Progress("read and hashed", len(items)))
-            | "Hash" >> beam.FlatMap(image_records.hash_item)
+            inspected
+            | "Decodable" >> beam.Filter(image_records.is_example)
+            | "ByContent" >> beam.Map(image_records.content_key)
             | "GroupByContent" >> beam.GroupByKey()
             | "FindDuplicates" >> beam.FlatMap(image_records.decide_duplicates)
         )
-        records = shuffled | "Inspect" >> beam.Map(
-            image_records.inspect_item, dropped=beam.pvalue.AsDict(drops), splits=splits,
-            max_pixels=max_pixels, min_side=min_side) | "ProgressChecked" >> beam.Map(
-            Progress("checked", len(items)))
+        records = inspected | "Finish" >> beam.Map(image_records.finish, dropped=beam.pvalue.AsDict(drops),
+                                                   max_bytes=max_file_bytes) | "ProgressDone" >> beam.Map(
+            Progress("done", len(items)))
         examples = records | "Ingested" >> beam.Filter(image_records.is_example)
         parts = examples | "BySplit" >> beam.Partition(image_records.split_index, len(split_names), split_names)
         for name, part in zip(split_names, parts):
@@ -285,11 +357,14 @@ def ImageExampleGen(
     splits_json: tfx.dsl.components.Parameter[str],
     max_pixels: tfx.dsl.components.Parameter[int] = 50_000_000,
     min_side: tfx.dsl.components.Parameter[int] = 1,
+    max_file_bytes: tfx.dsl.components.Parameter[int] = 64 << 20,
+    allowed_roots_json: tfx.dsl.components.Parameter[str] = "[]",
     beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
     """Ingests image folders or a manifest into gzipped TFRecords of tf.Examples."""
     splits = list(json.loads(splits_json).items())
-    summary = ingest(beam_pipeline, data_root, splits, examples.uri, report.uri, max_pixels, min_side)
+    summary = ingest(beam_pipeline, data_root, splits, examples.uri, report.uri, max_pixels, min_side,
+                     max_file_bytes, json.loads(allowed_roots_json))
 
     split_names = [name for name, _ in splits]
     examples.split_names = artifact_utils.encode_split_names(split_names)

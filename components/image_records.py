@@ -8,9 +8,12 @@ memory, for nothing a worker needs: files are read with Beam's own FileSystems
 against TensorFlow's own parser.
 """
 
+import errno
 import hashlib
 import io
 import json
+import os
+import stat
 from typing import Iterable
 
 from apache_beam.io.filesystem import CompressionTypes
@@ -32,23 +35,44 @@ Image.MAX_IMAGE_PIXELS = None
 Item = tuple[str, str, str]
 
 
-def read(uri: str) -> bytes:
-    """The file's bytes as stored."""
-    with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        return f.read()
+class Refused(Exception):
+    """A file that is not read, and why (the quarantine reason)."""
 
 
-def hash_item(item: Item) -> Iterable[tuple[str, tuple[str, str]]]:
-    """First pass: (content hash, (shown path, label)) for every readable, non-empty file.
+_KINDS = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
 
-    A file that cannot be read is left to the second pass, which says why.
+
+def read(uri: str, limit: int) -> bytes:
+    """The file's bytes as stored, refusing before reading anything that is not a regular
+    file of at most ``limit`` bytes: a FIFO would block the worker for ever, /dev/zero never ends.
     """
-    try:
-        data = read(item[0])
-    except Exception:  # noqa: BLE001 (reported by inspect_image)
-        return
-    if data:
-        yield hashlib.sha256(data).hexdigest(), (item[1], item[2])
+    if "://" in uri:
+        with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            data = f.read(limit + 1)
+    else:
+        try:  # non-blocking, so opening a FIFO returns at once instead of waiting for a writer
+            fd = os.open(uri, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise Refused(f"symlink loop: {uri} never resolves to a file") from exc
+            raise
+        with os.fdopen(fd, "rb") as f:
+            mode, size = os.fstat(fd).st_mode, os.fstat(fd).st_size
+            if not stat.S_ISREG(mode):
+                kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+                raise Refused(f"not a regular file: {uri} is {kind}; only image files are read")
+            if size > limit:
+                raise Refused(f"too large: {size} bytes, over the limit of {limit} (data.max_file_bytes)")
+            data = f.read(limit + 1)
+    if len(data) > limit:
+        raise Refused(f"too large: over the limit of {limit} bytes (data.max_file_bytes)")
+    return data
+
+
+def content_key(record: dict) -> tuple[str, tuple[str, str]]:
+    """(content hash, (shown path, label)) of a decodable image, to find copies."""
+    return record["sha256"], (record["path"], record["label"])
 
 
 def decide_duplicates(group: tuple[str, Iterable[tuple[str, str]]]) -> Iterable[tuple[str, str]]:
@@ -65,13 +89,39 @@ def decide_duplicates(group: tuple[str, Iterable[tuple[str, str]]]) -> Iterable[
         yield path, f"duplicate of {copies[0][0]}"
 
 
-def inspect_image(uri: str, shown: str, label: str, max_pixels: int, min_side: int = 1) -> dict:
+# Signature -> (format, how a whole file of it ends); a file that starts like an
+# image but does not end like one was cut short.
+_SIGNATURES = [
+    (b"\xff\xd8\xff", "JPEG", lambda d: d.rstrip(b"\0\r\n").endswith(b"\xff\xd9")),
+    (b"\x89PNG\r\n\x1a\n", "PNG", lambda d: d.endswith(b"IEND\xaeB`\x82")),
+    (b"GIF8", "GIF", lambda d: d.rstrip(b"\0").endswith(b";")),
+    (b"BM", "BMP", lambda d: len(d) >= 6 and len(d) >= int.from_bytes(d[2:6], "little")),
+]
+
+
+def cut_short(data: bytes) -> str | None:
+    """The format a file starts as, when it ends before a whole file of that format would."""
+    for signature, fmt, whole in _SIGNATURES:
+        if data.startswith(signature):
+            return None if whole(data) else fmt
+    return None
+
+
+def _truncated(fmt: str, data: bytes) -> str:
+    return (f"truncated: a {fmt} file cut short after {len(data)} bytes (it has no end-of-image marker); "
+            "copy it again from its source")
+
+
+def inspect_image(uri: str, shown: str, label: str, max_pixels: int, min_side: int = 1,
+                  max_bytes: int = 64 << 20) -> dict:
     """Reads and checks one file. Returns an 'example' record or a 'quarantine' one."""
     def bad(reason: str) -> dict:
-        return {"kind": "quarantine", "path": shown, "reason": reason}
+        return {"kind": "quarantine", "path": shown, "label": label, "reason": reason}
 
     try:
-        data = read(uri)
+        data = read(uri, max_bytes)
+    except Refused as exc:
+        return bad(str(exc))
     except FileNotFoundError:
         return bad(f"missing: no file at {uri}")
     except Exception as exc:  # noqa: BLE001 (permissions, a broken mount, a GCS error: per file)
@@ -84,7 +134,8 @@ def inspect_image(uri: str, shown: str, label: str, max_pixels: int, min_side: i
         with Image.open(io.BytesIO(data)) as probe:
             fmt, (width, height) = probe.format, probe.size
     except Exception:  # PIL raises many types for "not an image"
-        return bad("not an image (no known image header)")
+        started_as = cut_short(data)
+        return bad(_truncated(started_as, data) if started_as else "not an image (no known image header)")
     if fmt not in DECODABLE_FORMATS:
         return bad(f"unsupported format {fmt}: convert it to JPEG or PNG")
     if width * height > max_pixels:
@@ -97,22 +148,30 @@ def inspect_image(uri: str, shown: str, label: str, max_pixels: int, min_side: i
             mode = image.mode
             reencode = mode not in DECODABLE_MODES
             if reencode:
-                buffer = io.BytesIO()
-                image.convert("RGB").save(buffer, format="PNG")
-    except Exception as exc:
-        return bad(f"truncated or undecodable: {exc}")
+                png = _as_png(image)
+    except Exception as exc:  # noqa: BLE001 (PIL raises many types for damaged pixels)
+        started_as = cut_short(data)
+        return bad(_truncated(started_as, data) if started_as else
+                   f"corrupt {fmt}: {exc}; the file is whole but its pixels are damaged: export it again")
     return {
         "kind": "example",
         "path": shown,
         "label": label,
         "sha256": hashlib.sha256(data).hexdigest(),
-        "image_bytes": buffer.getvalue() if reencode else data,
+        "image_bytes": png if reencode else data,
         "format": "png" if reencode else DECODABLE_FORMATS[fmt],
         "height": height,
         "width": width,
         "channels": 1 if mode in ("1", "L") else (4 if mode in ("RGBA", "LA") else 3),
         "reencoded": f"from {fmt} mode {mode}" if reencode else "",
     }
+
+
+def _as_png(image: Image.Image) -> bytes:
+    """8-bit RGB PNG, for pixel modes the shared decoder cannot read as stored."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def split_for(sha256: str, splits: list[tuple[str, float]]) -> str:
@@ -180,19 +239,42 @@ def to_example(record: dict) -> bytes:
 def outcome(record: dict) -> str:
     """What the report needs of one file: small, so the outcomes of millions fit."""
     if record["kind"] == "quarantine":
-        return json.dumps({"kind": "quarantine", "path": record["path"], "reason": record["reason"]})
+        return json.dumps({"kind": "quarantine", "path": record["path"], "label": record.get("label", ""),
+                           "reason": record["reason"]})
     return json.dumps({"kind": "example", "split": record["split"], "label": record["label"],
                        "width": record["width"], "height": record["height"]})
 
 
-def inspect_item(item: Item, dropped: dict, splits: list, max_pixels: int, min_side: int) -> dict:
-    """Second pass, per file: a duplicate found in the first pass, or the full check and its split."""
-    if item[1] in dropped:
-        return {"kind": "quarantine", "path": item[1], "reason": dropped[item[1]]}
-    record = inspect_image(item[0], item[1], item[2], max_pixels, min_side)
+def inspect_item(item: Item, splits: list, max_pixels: int, min_side: int, max_bytes: int) -> dict:
+    """First pass, per file: the full check, and for an image its split. The pixels are
+    not kept: what every file's record holds until copies are found must stay small."""
+    record = inspect_image(item[0], item[1], item[2], max_pixels, min_side, max_bytes)
     if record["kind"] == "example":
-        record["split"] = split_for(record["sha256"], splits)
+        record.update(split=split_for(record["sha256"], splits), uri=item[0])
+        del record["image_bytes"]
     return record
+
+
+def finish(record: dict, dropped: dict, max_bytes: int) -> dict:
+    """Second pass, per file: a copy (or conflict) among the decodable images is quarantined;
+    any other image is read again for its bytes, which must be the bytes checked."""
+    def bad(reason: str) -> dict:
+        return {"kind": "quarantine", "path": record["path"], "label": record["label"], "reason": reason}
+
+    if record["kind"] != "example":
+        return record
+    if record["path"] in dropped:
+        return bad(dropped[record["path"]])
+    try:
+        data = read(record["uri"], max_bytes)
+    except Exception as exc:  # noqa: BLE001 (removed or replaced by another kind of file meanwhile)
+        return bad(f"changed during ingestion: it could not be read again ({exc}); rerun")
+    if hashlib.sha256(data).hexdigest() != record["sha256"]:
+        return bad("changed during ingestion: its content differs from the content checked; rerun")
+    if record["reencoded"]:
+        with Image.open(io.BytesIO(data)) as image:
+            data = _as_png(image)
+    return {**record, "image_bytes": data}
 
 
 def is_example(record: dict) -> bool:

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import re
+import time
 
 import tensorflow as tf
 import tf_keras
@@ -272,6 +273,22 @@ def _checkpoint(model, optimizer=None) -> tf.train.Checkpoint:
                                                                                           optimizer=optimizer)
 
 
+class CheckpointError(OSError):
+    """A checkpoint could not be written; the message names it and what was kept."""
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, tf.errors.OpError) else str(exc)
+
+
+def _remove_quietly(path: str) -> None:
+    """Removes a file or folder that a failed write left; what cannot be removed stays."""
+    try:
+        (tf.io.gfile.rmtree if tf.io.gfile.isdir(path) else tf.io.gfile.remove)(path)
+    except (OSError, tf.errors.OpError):
+        pass
+
+
 class Checkpoints:
     """The schedule's position, and the weights and optimizer state to resume from.
 
@@ -303,15 +320,25 @@ class Checkpoints:
             return
         old = {state.get("latest"), state.get("best")}
         tag = f"s{state['stage']}-e{state['global_epoch']}"
+        new = {"latest": os.path.join(self.directory, "latest-" + tag)}
         if best:
-            state["best"] = os.path.join(self.directory, "best-" + tag)
-            _checkpoint(model).write(state["best"])
-        state["latest"] = os.path.join(self.directory, "latest-" + tag)
-        _checkpoint(model, optimizer).write(state["latest"])
-        state["fingerprint"] = self.fingerprint
+            new["best"] = os.path.join(self.directory, "best-" + tag)
         tmp = os.path.join(self.directory, STATE_FILE + ".tmp")
-        write_json(state, tmp)
-        tf.io.gfile.rename(tmp, os.path.join(self.directory, STATE_FILE), overwrite=True)
+        try:
+            if best:
+                _checkpoint(model).write(new["best"])
+            _checkpoint(model, optimizer).write(new["latest"])
+            write_json({**state, **new, "fingerprint": self.fingerprint}, tmp)
+            tf.io.gfile.rename(tmp, os.path.join(self.directory, STATE_FILE), overwrite=True)
+        except (OSError, tf.errors.OpError) as exc:  # a full or failing disk: keep the last whole epoch
+            for path in [tmp] + [p for prefix in new.values()
+                                 for p in tf.io.gfile.glob(prefix + ".*") + tf.io.gfile.glob(prefix + "_temp*")]:
+                _remove_quietly(path)
+            raise CheckpointError(
+                f"could not write the checkpoint {new['latest']} ({_reason(exc)}). The last complete one, "
+                f"{state.get('latest') or 'none yet'}, is kept and {STATE_FILE} still names it: free space "
+                f"under {self.directory} and rerun, and training resumes from it") from exc
+        state.update(new, fingerprint=self.fingerprint)
         for prefix in old - {state.get("latest"), state.get("best"), None}:
             for path in tf.io.gfile.glob(prefix + ".*"):
                 tf.io.gfile.remove(path)
@@ -431,14 +458,20 @@ def run_schedule(model: tf_keras.Model, backbone: tf_keras.Model, stages: list[S
         best_weights = None  # the best epoch's, when it was in this process
         while epoch < stage.epochs and not stopped:
             lr = current.current_lr()
+            started = time.monotonic()
+            # One fit() per epoch, so Keras's own line would say "Epoch 12/12"
+            # every time: the stage's epoch and total are logged instead.
             fit = model.fit(train_ds, validation_data=eval_ds, initial_epoch=global_epoch,
                             epochs=global_epoch + 1, steps_per_epoch=steps_per_epoch,
-                            callbacks=board + list(callbacks or []), verbose=2)
+                            callbacks=board + list(callbacks or []), verbose=0)
             epoch += 1
             global_epoch += 1
             for key, values in fit.history.items():
                 history.setdefault(key, []).append(float(values[-1]))
             history.setdefault("learning_rate", []).append(lr)
+            log.info("%s epoch %d/%d: %s, learning rate %.3g (%.1f s)", stage.name, epoch, stage.epochs,
+                     ", ".join(f"{k} {float(v[-1]):.4f}" for k, v in fit.history.items()), lr,
+                     time.monotonic() - started)
             value = float(fit.history.get(stage.monitor, [float("nan")])[-1])
             state.update(stage=index, epoch=epoch, global_epoch=global_epoch, blocks=blocks, history=history)
             if _better(stage.monitor, value, best):

@@ -47,8 +47,10 @@ def _print_summary(summary, as_json: bool) -> None:
         print(json.dumps(summary.to_dict()))
 
 
-# Exit codes: 0 done, 1 a component failed, 2 bad input, 3 the data gate stopped the run.
+# Exit codes: 0 done, 1 a component failed, 2 bad input, 3 the data gate stopped the run,
+# 4 another run holds the output directory (nothing was started).
 DATA_STOPPED = 3
+BUSY = 4
 
 
 def _run(args: argparse.Namespace, through: str) -> int:
@@ -58,6 +60,7 @@ def _run(args: argparse.Namespace, through: str) -> int:
     if args.output:
         overrides["output_dir"] = args.output
     config = config_lib.load(args.config, overrides)
+    from components.file_lock import LockBusy, describe
     from pipeline.runners import check_inputs, run_local
 
     check_inputs(config)
@@ -71,8 +74,17 @@ def _run(args: argparse.Namespace, through: str) -> int:
         print(f"thaw: step {k} of {n}: {node}" + (" (skipped: the data gate stopped the run)"
                                                   if state == "skipped" else ""), file=sys.stderr, flush=True)
 
+    def waiting(holder: dict) -> None:
+        print(f"thaw: waiting for the run already going on {config.output_dir}: {describe(holder)}",
+              file=sys.stderr, flush=True)
+
     try:
-        summary = run_local(config, through=through, on_step=step)
+        summary = run_local(config, through=through, on_step=step,
+                            wait=None if args.wait else 0, on_wait=waiting)
+    except LockBusy as exc:
+        print(f"thaw: {exc}. Nothing was started: wait for it to finish, rerun with --wait to start "
+              "when it does, or give this run its own --output", file=sys.stderr)
+        return BUSY
     except Exception as exc:  # a component failed: say which and keep what exists
         if args.verbose:
             traceback.print_exc()
@@ -237,6 +249,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", metavar="DIR", help="where the run writes everything (default: ./thaw-output)")
     parser.add_argument("--config", metavar="FILE", help="YAML configuration (see thaw.example.yaml)")
     parser.add_argument("--json", action="store_true", help="also print the summary as one JSON line, last")
+    parser.add_argument("--wait", action="store_true",
+                        help="when another run is using the same output directory, wait for it to finish "
+                             "instead of refusing (exit code 4)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -381,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # run as `python -m pipeline.cli`: a run lock names its holder "thaw ...", not "cli.py ..."
+        sys.argv[0] = "thaw"
     args = build_parser().parse_args(argv)
     _quiet_logs(args.verbose)
     try:

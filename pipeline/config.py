@@ -21,6 +21,8 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = REPO_ROOT / "build" / "demo"
 REAL_DEMO_DIR = REPO_ROOT / "build" / "demo-real"   # thaw demo --real
+# Beam runs on one machine: the FnApiRunner, named outright (see beam_pipeline_args).
+BEAM_RUNNER = "--runner=FnApiRunner"
 
 
 class ConfigError(ValueError):
@@ -50,6 +52,14 @@ class DataConfig:
     max_pixels: int = 50_000_000
     # Images with a side shorter than this are quarantined as too small.
     min_side: int = 8
+    # Files larger than this are quarantined unread (the size is checked
+    # before reading; special files such as FIFOs and devices are never read).
+    max_file_bytes: int = 64 * 1024 * 1024
+    # Other folders or bucket prefixes (gs://bucket/images/) that a manifest's
+    # uris, or symlinks under the data folder, may point into. By default only
+    # the data root (a manifest's own folder) is read; anything outside it is
+    # quarantined unread.
+    allowed_roots: list[str] = field(default_factory=list)
     # The run stops before training when more of the files than this are
     # quarantined, or a class has fewer images than min_images_per_class, or
     # the largest class is more than max_class_imbalance times the smallest.
@@ -70,6 +80,12 @@ class DataConfig:
             problems.append(f"{at}.max_pixels: must be >= 1, got {self.max_pixels}")
         if self.min_side < 1:
             problems.append(f"{at}.min_side: must be >= 1, got {self.min_side}")
+        if self.max_file_bytes < 1:
+            problems.append(f"{at}.max_file_bytes: must be >= 1, got {self.max_file_bytes}")
+        for i, root in enumerate(self.allowed_roots):
+            if not root or not ("://" in root or os.path.isabs(root)):
+                problems.append(f"{at}.allowed_roots[{i}]: give an absolute folder or a bucket prefix "
+                                f"(gs://bucket/images/), got '{root}'")
         if not 0 <= self.max_bad_fraction <= 1:
             problems.append(f"{at}.max_bad_fraction: must be in [0, 1], got {self.max_bad_fraction}")
         if self.min_images_per_class < 1:
@@ -118,6 +134,9 @@ class BackboneConfig:
     # (ImageNet mean/std), caffe (BGR, ImageNet mean). auto: the architecture's
     # own, unit for a TF Hub module, none for a saved Keras model.
     input_scaling: str = "auto"
+    # A saved model with Lambda layers runs their Python code as it loads:
+    # refused unless this is true. Set it only for files you made or trust.
+    trust_code: bool = False
 
     def check(self, problems: list[str], at: str) -> None:
         if not self.path and not self.architecture:
@@ -422,8 +441,11 @@ class ThawConfig:
     # beat its processes: image decoding, hashing and compression release the
     # GIL, and threads need no worker start-up (bench/ingestion.py measures it).
     # For data that outgrows one machine, name a Flink, Spark or Dataflow runner.
+    # With no --runner here, the run names Beam's FnApiRunner (beam_args): Beam's
+    # default DirectRunner first tries its Prism runner and downloads Prism's
+    # binary from GitHub in every Beam step, a failed download when offline.
     beam_pipeline_args: list[str] = field(
-        default_factory=lambda: ["--direct_running_mode=multi_threading", "--direct_num_workers=0"]
+        default_factory=lambda: [BEAM_RUNNER, "--direct_running_mode=multi_threading", "--direct_num_workers=0"]
     )
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -440,6 +462,13 @@ class ThawConfig:
             problems.append(f"{at}output_dir: name a directory for the run's outputs")
 
     # Paths every runner agrees on, derived from output_dir.
+    def beam_args(self) -> list[str]:
+        """beam_pipeline_args, with Beam's FnApiRunner named when they name no runner."""
+        args = list(self.beam_pipeline_args)
+        if any(a == "--runner" or a.startswith("--runner=") for a in args):
+            return args
+        return [BEAM_RUNNER] + args
+
     @property
     def pipeline_root(self) -> str:
         return os.path.join(self.output_dir, "pipeline")

@@ -17,7 +17,9 @@ from tfx import v1 as tfx
 from tfx.orchestration.data_types import RuntimeParameter
 from tfx.proto import transform_pb2
 
+from components.baseline import LatestBlessedModel
 from components.data_gate import DataGate
+from components.evaluator import Evaluator
 from components.image_example_gen import ImageExampleGen
 from components.pusher import AtomicPusher
 from components.serving_validator import ServingValidator
@@ -112,6 +114,8 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
         splits_json=json.dumps(config.data.splits),
         max_pixels=config.data.max_pixels,
         min_side=config.data.min_side,
+        max_file_bytes=config.data.max_file_bytes,
+        allowed_roots_json=json.dumps(config.data.allowed_roots),
     )
 
     # Statistics over every feature, with semantic image statistics on.
@@ -129,23 +133,20 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
         schema=schema_gen.outputs["schema"],
     )
 
-    # The baseline: the latest model the gate blessed (and the data it saw).
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    # The baseline: the latest model the gate blessed (and the data it saw),
+    # found in the pipeline root, because Kubeflow's backend runs no Resolver.
+    latest_blessed = LatestBlessedModel(pipeline_root=config.pipeline_root)
 
     # The data verdict: anomalies, bad files, class sizes and balance, drift.
     data_gate = DataGate(
         statistics=statistics_gen.outputs["statistics"],
         anomalies=example_validator.outputs["anomalies"],
         report=example_gen.outputs["report"],
-        baseline_model=model_resolver.outputs["model"],
+        baseline_model=latest_blessed.outputs["baseline"],
         limits_json=data_limits,
     )
 
-    components = [example_gen, statistics_gen, schema_gen, example_validator, model_resolver, data_gate]
+    components = [example_gen, statistics_gen, schema_gen, example_validator, latest_blessed, data_gate]
     if through == "push":
         passed = data_gate.outputs["verdict"].future()[0].custom_property("passed")
         data_artifacts = {"ingestion_report": example_gen.outputs["report"], "verdict": data_gate.outputs["verdict"],
@@ -172,11 +173,11 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
             )
 
             # The gate: floors, and the change against the baseline -> ModelBlessing.
-            evaluator = tfx.components.Evaluator(
+            evaluator = Evaluator(
                 examples=example_gen.outputs["examples"],
                 example_splits=["eval"],
                 model=trainer.outputs["model"],
-                baseline_model=model_resolver.outputs["model"],
+                baseline_model=latest_blessed.outputs["baseline"],
                 eval_config=eval_config(config),
             )
 
@@ -217,6 +218,6 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
         pipeline_root=config.pipeline_root,
         components=components,
         metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=list(config.beam_pipeline_args),
+        beam_pipeline_args=config.beam_args(),
         enable_cache=False,
     )

@@ -6,7 +6,8 @@ What only Kubeflow needs is added here, outside the DAG: the image every
 component runs, the Trainer's CPU, memory and GPUs (as a ResourceSpec), and,
 because TFX writes no Kubernetes platform spec, the Trainer's node selector and
 tolerations as a second YAML document in the form kfp-kubernetes writes and
-the KFP backend applies.
+the KFP backend applies. Every TFX task runs pipeline.kfp_entrypoint, which
+gives TFX's entrypoint the input types the KFP backend does not pass.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
 from tfx.orchestration.data_types import RuntimeParameter
 
+from pipeline import kfp_entrypoint
 from pipeline.config import ThawConfig
 from pipeline.dag import create_pipeline
 
@@ -96,6 +98,13 @@ def compile_pipeline(config: ThawConfig, output: str) -> str:
         with open(os.path.join(tmp, "pipeline.yaml")) as f:
             document = f.read()
     spec = yaml.safe_load(document)
+    # A run started in the UI is given this root (frontend NewRunV2.tsx fills
+    # the run's pipeline root from it); LatestBlessedModel looks for earlier
+    # runs' blessings under the configured root, so the runs must write there.
+    spec["defaultPipelineRoot"] = config.pipeline_root
+    for executor in spec["deploymentSpec"]["executors"].values():
+        if executor.get("container", {}).get("command") == kfp_entrypoint.TFX_COMMAND:
+            executor["container"]["command"] = kfp_entrypoint.COMMAND
     if config.kubeflow.trainer_retries:
         # A retried Trainer (a preempted GPU node) keeps its output URIs, so it
         # finds its checkpoints and resumes at the next epoch.

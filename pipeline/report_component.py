@@ -10,6 +10,8 @@ The DAG has two of it: one after the push, with every artifact of the run, and
 one for a run the data gate stopped, with the data's artifacts alone.
 """
 
+import os
+
 import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
@@ -42,5 +44,7 @@ def RunReport(
     # The run's name is the orchestrator's; the ingestion's artifact names this run's data.
     run_id = ingestion_report.uri.rstrip("/").split("/")[-1]
     page = build(from_artifacts(f"(ingestion {run_id})", outputs))
+    # Its folder exists only where the orchestrator made it (LocalDagRunner, KFP's launcher on a mounted path).
+    tf.io.gfile.makedirs(os.path.dirname(report.uri))
     with tf.io.gfile.GFile(report.uri, "w") as f:
         f.write(page)

@@ -8,6 +8,7 @@ from typing import Callable
 from tfx import v1 as tfx
 from tfx.orchestration.local import local_dag_runner
 
+from components.file_lock import exclusive
 from pipeline.config import DEMO_DIR, ThawConfig
 from pipeline.dag import create_pipeline
 from pipeline.summary import RunSummary, summarize
@@ -58,8 +59,12 @@ class _NodeProgress:
         return getattr(self._real, name)
 
 
+RUN_LOCK = ".thaw-run.lock"
+
+
 def run_local(config: ThawConfig, through: str = "push",
-              on_step: Callable[[int, int, str, str], None] | None = None) -> RunSummary:
+              on_step: Callable[[int, int, str, str], None] | None = None,
+              wait: float | None = 0, on_wait: Callable[[dict], None] | None = None) -> RunSummary:
     """Runs the pipeline in this process and summarizes what it did.
 
     ``through="validation"`` runs ingestion and data validation alone.
@@ -68,9 +73,20 @@ def run_local(config: ThawConfig, through: str = "push",
     Everything the run writes lives under ``config.output_dir``: the artifacts
     (pipeline/), the metadata store (metadata.sqlite) and, unless configured
     elsewhere, the serving directory (serving/).
+
+    One run at a time per output directory: a second run (a manual one while
+    the scheduled one is going) refuses with :class:`LockBusy` naming the
+    running one, or with ``wait=None`` waits for it (``wait`` seconds if a
+    number). Two LocalDagRunners on one SQLite store would race on it.
     """
     check_inputs(config)
     os.makedirs(config.output_dir, exist_ok=True)
+    with exclusive(os.path.join(config.output_dir, RUN_LOCK), f"a run on {config.output_dir}", wait, on_wait):
+        return _run_locked(config, through, on_step)
+
+
+def _run_locked(config: ThawConfig, through: str,
+                on_step: Callable[[int, int, str, str], None] | None) -> RunSummary:
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
     pipeline = create_pipeline(config, connection, through=through)
     real = local_dag_runner.logging

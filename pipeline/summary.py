@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 import tensorflow_model_analysis as tfma
+from google.protobuf import json_format
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
@@ -219,6 +220,22 @@ def summarize(metadata_path: str) -> RunSummary:
     return from_artifacts(run.name, _outputs_by_type(store, run))
 
 
+def custom_property(artifact: metadata_store_pb2.Artifact, key: str):
+    """A custom property's value, however the orchestrator stored it.
+
+    ML Metadata keeps an int as an int; on Kubeflow an artifact's properties
+    travel as KFP metadata, where every number is a double, and TFX's
+    entrypoint hands them on as a JSON struct (``{"__value__": 1.0}``), so a
+    1 must be read from there too.
+    """
+    value = artifact.custom_properties[key]
+    kind = value.WhichOneof("value")
+    if kind == "struct_value":
+        value = json_format.MessageToDict(value.struct_value).get("__value__")
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+    return getattr(value, kind) if kind else None
+
+
 def from_artifacts(run_id: str, outputs: dict[str, list]) -> RunSummary:
     """A run's summary from its output artifacts (MLMD Artifact protos), by type name.
 
@@ -252,14 +269,14 @@ def from_artifacts(run_id: str, outputs: dict[str, list]) -> RunSummary:
         summary.metrics, summary.baseline_metrics = _metric_values(evaluation.uri)
         summary.verdict = _verdict(evaluation.uri, summary.metrics, summary.baseline_metrics)
     for blessing in outputs.get("ModelBlessing", []):
-        summary.blessed = bool(blessing.custom_properties["blessed"].int_value)
+        summary.blessed = bool(custom_property(blessing, "blessed"))
     for infra in outputs.get("InfraBlessing", []):
         data = read_json(infra.uri, SERVING_REPORT_FILE)
         if data:
             summary.serving = data
             summary.serving_passed = bool(data["passed"])
     for pushed in outputs.get("PushedModel", []):
-        summary.pushed = bool(pushed.custom_properties["pushed"].int_value)
+        summary.pushed = bool(custom_property(pushed, "pushed"))
         if summary.pushed:
-            summary.pushed_to = pushed.custom_properties["pushed_destination"].string_value
+            summary.pushed_to = custom_property(pushed, "pushed_destination")
     return summary

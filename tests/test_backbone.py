@@ -233,3 +233,24 @@ def test_a_tf_hub_module_that_takes_training_runs_its_batchnorm_in_inference_mod
     x = np.full((1, 8, 8, 3), 0.5, dtype="float32")
     assert backbone.model.get_layer("hub_module")._takes_training
     np.testing.assert_allclose(backbone.model(x).numpy(), [[1.0, 1.0, 1.0]])
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5", "_savedmodel"])
+def test_a_backbone_with_a_lambda_layer_runs_no_code_unless_trusted(tmp_path, suffix):
+    marker = tmp_path / "code-ran"
+    # The Lambda's bytecode writes a file when the layer is called, as loading a saved model does.
+    hostile = eval(f"lambda x: (open({str(marker)!r}, 'a').write('ran'), x)[1]")  # noqa: S307
+    inputs = tf_keras.Input((16, 16, 3))
+    x = tf_keras.layers.Conv2D(4, 3, name="conv1")(inputs)
+    x = tf_keras.layers.Lambda(hostile, name="innocent_looking")(x)
+    outputs = tf_keras.layers.Dense(3, name="predictions")(tf_keras.layers.GlobalAveragePooling2D()(x))
+    path = str(tmp_path / f"model{suffix}")
+    tf_keras.Model(inputs, outputs).save(path, save_format="tf" if suffix == "_savedmodel" else None)
+    marker.unlink(missing_ok=True)
+
+    with pytest.raises(BackboneError, match=r"1 Lambda layer\(s\) \(innocent_looking\).*backbone.trust_code: true"):
+        load_backbone({"path": path, "cut_layer": "conv1"}, 16)
+    assert not marker.exists()  # refused before Keras read a layer
+    backbone = load_backbone({"path": path, "cut_layer": "conv1", "trust_code": True}, 16)
+    assert backbone.model.output_shape == (None, 14, 14, 4)
+    assert marker.read_text().startswith("ran")  # trusted: its code did run on load, as refused above

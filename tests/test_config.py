@@ -195,3 +195,12 @@ def test_serving_budgets_are_checked(workdir):
         config_lib.load(None, {"serving.keep_versions": 0, "serving.p99_ms_batch_1": -1, "serving.batch_size": 1})
     for field in ("serving.keep_versions", "serving.p99_ms_batch_1", "serving.batch_size"):
         assert field in str(err.value), field
+
+
+def test_beam_steps_name_a_runner_unless_one_is_given(workdir):
+    # Beam's default DirectRunner would first download its Prism runner from GitHub.
+    assert config_lib.ThawConfig().beam_args()[0] == "--runner=FnApiRunner"
+    config = config_lib.load(None, {"beam_pipeline_args": ["--direct_running_mode=in_memory"]})
+    assert config.beam_args() == ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
+    config = config_lib.load(None, {"beam_pipeline_args": ["--runner=DataflowRunner", "--project=p"]})
+    assert config.beam_args() == ["--runner=DataflowRunner", "--project=p"]

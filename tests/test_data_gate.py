@@ -81,3 +81,11 @@ def test_tfdv_anomalies_become_sentences_that_stop_the_run(tmp_path):
         "from the schema: tiff (~5% of the examples).); fix the data, or the contract in schemas/ if "
         "the data is right"]
     assert not judge(report(CLEAN), sentences, LIMITS, None)["passed"]
+
+
+def test_a_class_whose_every_file_was_quarantined_stops_the_run():
+    data = report(CLEAN, [{"path": "bird/notes.png", "reason": "not an image (no known image header)"}])
+    data["classes_without_images"] = ["bird"]
+    verdict = judge(data, [], LIMITS, None)
+    assert not verdict["passed"]
+    assert "class 'bird' has no usable image: every one of its files was quarantined" in verdict["problems"][0]

@@ -8,7 +8,9 @@ import hashlib
 import io
 import json
 import logging
+import os
 import shutil
+import time
 from pathlib import Path
 
 import apache_beam as beam
@@ -61,7 +63,12 @@ FATES = {
     "dog/clash.png": "label conflict",
     "dog/empty.png": "empty file",
     "dog/notes.jpg": "not an image",
-    "dog/truncated.png": "truncated or undecodable",
+    "dog/truncated.png": "truncated: a PNG file cut short after 400 bytes",
+    "dog/cut.jpg": "truncated: a JPEG file cut short",
+    "dog/cut-header.jpg": "truncated: a JPEG file cut short after 12 bytes",
+    "cat/readme.jpg": "not an image",  # the same text under two classes: not a label conflict
+    "dog/readme.jpg": "not an image",
+    "bird/broken.png": "not an image",  # bird's only file: a class with no usable image
     "dog/huge.png": "too large: 300x300",
     "dog/bomb.png": "too large: 60000x60000",
     "dog/tiny.png": "too small: 4x4",
@@ -92,6 +99,11 @@ def messy(tmp_path_factory) -> Path:
         "dog/empty.png": b"",
         "dog/notes.jpg": b"these are not pixels\n",
         "dog/truncated.png": encode(noise("RGB", size=(200, 200), seed=12), "PNG")[:400],
+        "dog/cut.jpg": encode(noise("RGB", size=(200, 200), seed=17), "JPEG")[:3000],
+        "dog/cut-header.jpg": encode(noise("RGB", seed=18), "JPEG")[:12],
+        "cat/readme.jpg": b"the same notes, filed twice\n",
+        "dog/readme.jpg": b"the same notes, filed twice\n",
+        "bird/broken.png": b"not pixels either\n",
         "dog/huge.png": encode(noise("RGB", size=(300, 300), seed=13), "PNG"),
         "dog/bomb.png": bomb_png(60000, 60000),
         "dog/tiny.png": encode(noise("RGB", size=(4, 4), seed=14), "PNG"),
@@ -105,9 +117,9 @@ def messy(tmp_path_factory) -> Path:
     return root
 
 
-def run_ingest(data: str, out: Path) -> dict:
+def run_ingest(data: str, out: Path, **limits) -> dict:
     return ieg.ingest(beam.Pipeline(), data, SPLITS, str(out / "examples"), str(out / "report"),
-                      max_pixels=50_000, min_side=8)
+                      max_pixels=50_000, min_side=8, **limits)
 
 
 def read_examples(out: Path) -> list[tf.train.Example]:
@@ -140,8 +152,9 @@ def test_every_file_is_ingested_or_quarantined_with_its_reason(ingested):
             assert reasons.get(path, "").startswith(fate), f"{path}: {reasons.get(path)!r}, want {fate!r}"
     assert sources | set(reasons) == set(FATES)
     assert report["ingested"] == len(examples) == 11
-    assert report["files_seen"] == 21  # files in class folders; the stray and the empty folder are listed apart
+    assert report["files_seen"] == 26  # files in class folders; the stray and the empty folder are listed apart
     assert report["classes"] == ["cat", "dog"]
+    assert report["classes_without_images"] == ["bird"]
     assert sum(report["splits"].values()) == 11
 
 
@@ -211,12 +224,64 @@ def test_a_manifest_is_ingested_with_its_bad_rows_reported(messy, tmp_path):
     shutil.copy(messy / "cat/rgb.jpg", tmp_path / "relative.jpg")
     with manifest.open("a") as f:
         f.write("relative.jpg,cat\n")
-    report = run_ingest(str(manifest), tmp_path / "out")
+    report = run_ingest(str(manifest), tmp_path / "out", allowed_roots=[str(messy)])
     assert report["ingested"] == 3 and report["classes"] == ["cat", "dog"]
     reasons = {q["path"]: q["reason"] for q in report["quarantined"]}
     assert reasons[f"{messy}/dog/empty.png"] == "empty file"
     assert reasons[f"{messy}/dog/gone.png"].startswith("missing: no file at")
     assert reasons["images.csv:6"].startswith("bad manifest row: needs both a uri and a label")
+
+
+def test_hostile_manifest_rows_are_quarantined_unread_and_nothing_hangs(messy, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    shutil.copy(messy / "cat/rgb.jpg", root / "ok.jpg")
+    os.mkfifo(root / "pipe.png")  # opening it for reading would wait for a writer for ever
+    os.symlink("loop-b.png", root / "loop-a.png")
+    os.symlink("loop-a.png", root / "loop-b.png")
+    os.symlink(messy / "cat/gray.png", root / "link-out.png")  # a link from inside the root to outside
+    (root / "big.png").write_bytes(encode(noise("RGB", size=(64, 64), seed=30), "PNG"))
+    manifest = root / "images.csv"
+    manifest.write_text("uri,label\n" + "".join(f"{uri},cat\n" for uri in [
+        "ok.jpg", "../../../../../../../../etc/passwd", "/dev/zero", str(messy / "dog/rgb.png"), "pipe.png",
+        "loop-a.png", "link-out.png", "big.png", "/dev/zero"]))
+    started = time.monotonic()
+    report = run_ingest(str(manifest), tmp_path / "out", max_file_bytes=4000, allowed_roots=["/dev"])
+    assert time.monotonic() - started < 120
+    reasons = {q["path"]: q["reason"] for q in report["quarantined"]}
+    outside = "outside the data root: "
+    assert reasons["images.csv:3"].startswith(outside + f"{root}/../../../../../../../../etc/passwd (resolved: /etc/passwd)")
+    assert "add its folder to data.allowed_roots" in reasons["images.csv:3"]
+    assert reasons["images.csv:5"].startswith(outside + str(messy / "dog/rgb.png"))
+    assert reasons["images.csv:8"].startswith(outside)  # the link resolves outside
+    assert reasons["/dev/zero"] == "not a regular file: /dev/zero is a character device; only image files are read"
+    assert reasons["pipe.png"].startswith("not a regular file: ") and "is a FIFO" in reasons["pipe.png"]
+    assert reasons["loop-a.png"].startswith("symlink loop: ")
+    assert reasons["big.png"].startswith("too large: ") and "(data.max_file_bytes)" in reasons["big.png"]
+    assert report["ingested"] == 1
+
+
+def test_a_file_changed_between_the_two_passes_is_not_ingested_as_checked(tmp_path):
+    path = tmp_path / "cat.png"
+    path.write_bytes(encode(noise("RGB", seed=40), "PNG"))
+    record = image_records.inspect_item((str(path), "cat.png", "cat"), SPLITS, 50_000, 8, 1 << 20)
+    assert record["kind"] == "example" and "image_bytes" not in record  # the first pass keeps no pixels
+    assert image_records.finish(record, {}, 1 << 20)["image_bytes"] == path.read_bytes()
+    path.write_bytes(encode(noise("RGB", seed=41), "PNG"))
+    assert image_records.finish(record, {}, 1 << 20)["reason"].startswith("changed during ingestion")
+
+
+def test_symlinked_folders_that_loop_or_lead_out_are_not_followed(messy, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(messy / "cat", root / "cat")
+    shutil.copytree(messy / "dog", root / "dog")
+    os.symlink("..", root / "cat" / "up")  # a loop: cat/up/cat/up/...
+    os.symlink("/", root / "dog" / "everything")  # the whole filesystem
+    items, quarantined = ieg.list_images(str(root))
+    reasons = {q["path"]: q["reason"] for q in quarantined}
+    assert reasons["cat/up/"].startswith("symlink loop: it leads back to")
+    assert reasons["dog/everything/"].startswith("outside the data root: ")
+    assert not [shown for _, shown, _ in items if shown.startswith(("cat/up/", "dog/everything/"))]
 
 
 def test_a_jsonl_manifest_and_its_malformed_lines(messy, tmp_path):
@@ -227,7 +292,7 @@ def test_a_jsonl_manifest_and_its_malformed_lines(messy, tmp_path):
         json.dumps(["a", "list"]),
         json.dumps({"uri": str(messy / "dog/rgb.png"), "label": "dog"}),
     ]) + "\n")
-    items, quarantined = ieg.list_images(str(manifest))
+    items, quarantined = ieg.list_images(str(manifest), [str(messy)])
     assert [(shown, label) for _, shown, label in items] == [
         (str(messy / "cat/gray.png"), "cat"), (str(messy / "dog/rgb.png"), "dog")]
     assert [q["path"] for q in quarantined] == ["images.jsonl:2", "images.jsonl:3"]
@@ -292,9 +357,8 @@ def test_both_passes_log_their_progress_to_the_last_file(messy, tmp_path, caplog
     total = report["files_seen"]
     lines = [r.getMessage() for r in caplog.records if r.name == ieg.__name__]
     done = [line for line in lines if line.endswith("(100%)")]
-    assert any(line.startswith("ImageExampleGen: read and hashed") for line in done), lines
-    assert any(line.startswith("ImageExampleGen: checked") for line in done), lines
-    assert all(f"{total} of {total} files" in line for line in done)
+    assert any(line.startswith(f"ImageExampleGen: checked {total} of {total} files") for line in done), lines
+    assert any(line.startswith(f"ImageExampleGen: done {total} of {total} files") for line in done), lines
 
 
 def test_progress_counts_across_copies_and_logs_at_most_every_interval(caplog):

@@ -137,3 +137,77 @@ def test_every_artifact_type_in_the_spec_is_one_the_kubeflow_entrypoint_can_load
             except ImportError as exc:
                 failures.append(f"{name}.{key}: {exc}")
     assert failures == []
+
+
+def test_every_executor_is_a_container_the_open_source_backend_runs(compiled):
+    # The OSS backend compiles container and importer executors only
+    # (backend/src/v2/compiler/argocompiler/dag.go: "resolver executors not
+    # implemented"); TFX's Resolver would compile to a resolver executor.
+    pipeline = next(yaml.safe_load_all(compiled.read_text()))
+    kinds = {name: next(iter(executor)) for name, executor in pipeline["deploymentSpec"]["executors"].items()}
+    assert set(kinds.values()) == {"container"}, kinds
+    assert "LatestBlessedModel" in pipeline["root"]["dag"]["tasks"]
+    baseline = pipeline["root"]["dag"]["tasks"]["Evaluator"]["inputs"]["artifacts"]["baseline_model"]
+    assert baseline["taskOutputArtifact"] == {"producerTask": "LatestBlessedModel", "outputArtifactKey": "baseline"}
+
+
+def test_every_task_runs_the_entrypoint_that_gives_tfx_its_input_types(compiled):
+    from pipeline import kfp_entrypoint
+
+    pipeline = next(yaml.safe_load_all(compiled.read_text()))
+    commands = {executor["container"]["command"] == kfp_entrypoint.COMMAND
+                for executor in pipeline["deploymentSpec"]["executors"].values()}
+    assert commands == {True}
+
+
+def test_the_entrypoint_types_each_input_as_its_component_declares():
+    from pipeline.kfp_entrypoint import with_declared_types
+
+    declared = {"artifacts": {"examples": {"artifactType": {"instanceSchema": "title: tfx.Examples\n"}}},
+                "parameters": {"exclude_splits": {"parameterType": "STRING"}}}
+    # What the OSS backend's driver passes (an empty schema) and what kfp.local passes (system.Artifact).
+    for passed in ({"instanceSchema": ""}, {"schemaTitle": "system.Artifact"}):
+        executor_input = {"inputs": {"artifacts": {"examples": {"artifacts": [
+            {"name": "7", "uri": "gs://b/examples", "type": passed, "metadata": {"span": 0}}]}},
+            "parameterValues": {"exclude_splits": "[]"}}, "outputs": {"outputFile": "/tmp/out.json"}}
+        typed = json.loads(with_declared_types(json.dumps(executor_input), json.dumps(declared)))
+        artifact = typed["inputs"]["artifacts"]["examples"]["artifacts"][0]
+        assert artifact["type"] == {"instanceSchema": "title: tfx.Examples\n"}
+        assert artifact["uri"] == "gs://b/examples" and artifact["metadata"] == {"span": 0}
+        assert typed["inputs"]["parameterValues"] == {"exclude_splits": "[]"}
+
+
+def test_every_beam_step_names_its_runner(compiled):
+    # Beam's default DirectRunner first downloads its Prism runner from GitHub.
+    pipeline = next(yaml.safe_load_all(compiled.read_text()))
+    for name in ("ImageExampleGen", "StatisticsGen", "Transform", "Evaluator"):
+        args = pipeline["deploymentSpec"]["executors"][f"{name}_executor"]["container"]["args"]
+        assert "--runner=FnApiRunner" in args, name
+
+
+def test_a_run_from_the_ui_writes_under_the_configured_pipeline_root(compiled):
+    # The baseline step finds earlier runs' blessings there.
+    pipeline = next(yaml.safe_load_all(compiled.read_text()))
+    assert pipeline["defaultPipelineRoot"] == "gs://bucket/thaw/pipeline"
+    assert '"gs://bucket/thaw/pipeline"' in json.dumps(
+        pipeline["root"]["dag"]["tasks"]["LatestBlessedModel"]["inputs"]["parameters"]["pipeline_root"])
+
+
+def test_the_report_reads_blessed_and_pushed_as_kubeflow_passes_them():
+    # Locally ML Metadata keeps ints; on Kubeflow they arrive as KFP metadata
+    # numbers, which TFX's entrypoint turns into JSON structs.
+    from ml_metadata.proto import metadata_store_pb2
+    from tfx.types import artifact as tfx_artifact
+
+    from pipeline.summary import custom_property
+
+    local, kubeflow = metadata_store_pb2.Artifact(), metadata_store_pb2.Artifact()
+    local.custom_properties["blessed"].int_value = 1
+    local.custom_properties["pushed_destination"].string_value = "/models/thaw/7"
+    for key, value in (("blessed", 1.0), ("pushed_destination", "/models/thaw/7")):
+        kubeflow.custom_properties[key].struct_value.CopyFrom(
+            tfx_artifact._encode_struct_value(value))  # noqa: SLF001  (what the entrypoint calls)
+    for artifact in (local, kubeflow):
+        assert custom_property(artifact, "blessed") == 1
+        assert custom_property(artifact, "pushed_destination") == "/models/thaw/7"
+        assert custom_property(artifact, "pushed") is None

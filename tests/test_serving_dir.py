@@ -22,7 +22,7 @@ def model(tmp_path):
 
 
 def listing(base):
-    return sorted(os.listdir(base))
+    return sorted(name for name in os.listdir(base) if name != serving_dir.PUSH_LOCK)
 
 
 def test_pushes_make_strictly_increasing_complete_versions(model, tmp_path):

@@ -245,3 +245,15 @@ def test_epochs_of_fewer_steps_than_the_data_go_on_through_it():
     # 10 epochs of 2 batches of 4: the stream reaches about element 80, it does
     # not read elements 0-7 (and a prefetch) ten times over.
     assert max(produced) >= 70 and len(produced) == len(set(produced)), sorted(produced)[:20]
+
+
+def test_each_epoch_is_logged_within_its_stage_and_keras_counts_nothing(caplog, capsys):
+    caplog.set_level("INFO", logger="components.schedule")
+    model, backbone = classifier()
+    stages = [Stage("head", 2, "none", 1e-2, decay="constant"), Stage("top", 1, "top:3", 1e-3, decay="constant")]
+    run_schedule(model, backbone, stages, toy_data(), toy_data(seed=1), steps_per_epoch=2)
+    epochs = [m.split(":")[0] for m in caplog.messages if " epoch " in m and m.split()[0] in ("head", "top")]
+    assert epochs == ["head epoch 1/2", "head epoch 2/2", "top epoch 1/1"]
+    line = next(m for m in caplog.messages if m.startswith("top epoch 1/1"))
+    assert "val_accuracy" in line and "learning rate 0.001" in line
+    assert "Epoch " not in capsys.readouterr().out  # Keras's own "Epoch 3/3" for every epoch is gone

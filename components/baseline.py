@@ -1,0 +1,72 @@
+"""The baseline: the latest model the Evaluator blessed, found in the pipeline root.
+
+TFX's ``Resolver`` (LatestBlessedModelStrategy) asks ML Metadata, and compiles
+for Kubeflow to a ``resolver`` executor, which the open-source KFP backend does
+not run (backend/src/v2/compiler/argocompiler/dag.go: "resolver executors not
+implemented"). So the record is kept in the artifacts themselves, which every
+runner writes alike:
+
+- the Evaluator (components.evaluator), when it blesses a model, writes
+  ``baseline.json`` into its blessing: the model's URI and when it was blessed;
+- ``LatestBlessedModel`` walks the pipeline root for those records and writes
+  the newest one whose model still exists into its own output, a ``Model``
+  artifact that points at the baseline (``baseline.json``), or says there is
+  none (the first run);
+- its readers (the Evaluator, DataGate) turn it back into the model's URI with
+  ``baseline_uri``.
+
+LocalDagRunner and Kubeflow run the same step, so both find the same baseline.
+"""
+
+import time
+
+import tensorflow as tf
+from tfx import v1 as tfx
+from tfx.types import standard_artifacts
+
+from components.artifacts import read_json, write_json
+
+RECORD_FILE = "baseline.json"
+SAVED_MODEL = "saved_model.pb"
+_SERVING_DIR = "Format-Serving"  # where TFX's Trainer puts the SavedModel in a Model artifact
+
+
+def record_blessing(blessing_uri: str, model_uri: str) -> str:
+    """Marks a blessing as the record of a blessed model; returns the record's path."""
+    return write_json({"model": model_uri, "blessed_at": time.time()}, blessing_uri, RECORD_FILE)
+
+
+def blessed_models(pipeline_root: str) -> list[dict]:
+    """Every blessed model recorded under ``pipeline_root`` whose SavedModel still exists, oldest first."""
+    found = []
+    if not tf.io.gfile.isdir(pipeline_root):
+        return found
+    for folder, _, files in tf.io.gfile.walk(pipeline_root):
+        if RECORD_FILE not in files or "BLESSED" not in files:
+            continue
+        record = read_json(folder, RECORD_FILE)
+        if tf.io.gfile.exists(f"{record['model'].rstrip('/')}/{_SERVING_DIR}/{SAVED_MODEL}"):
+            found.append({**record, "blessing": folder})
+    return sorted(found, key=lambda r: r["blessed_at"])
+
+
+def baseline_uri(baseline: standard_artifacts.Model | None) -> str | None:
+    """The URI of the model a LatestBlessedModel output points at, or None when there is none."""
+    if baseline is None:
+        return None
+    record = read_json(baseline.uri, RECORD_FILE)
+    return record["model"] if record else None
+
+
+@tfx.dsl.components.component
+def LatestBlessedModel(
+    pipeline_root: tfx.dsl.components.Parameter[str],
+    baseline: tfx.dsl.components.OutputArtifact[standard_artifacts.Model],
+) -> None:
+    """Points ``baseline`` at the newest blessed model under ``pipeline_root`` (``found`` 1), or at none (0)."""
+    models = blessed_models(pipeline_root)
+    if models:
+        write_json(models[-1], baseline.uri, RECORD_FILE)
+        baseline.set_string_custom_property("baseline_model", models[-1]["model"])
+    tf.io.gfile.makedirs(baseline.uri)
+    baseline.set_int_custom_property("found", int(bool(models)))
