@@ -18,17 +18,18 @@ runner writes alike:
 LocalDagRunner and Kubeflow run the same step, so both find the same baseline.
 """
 
+import os
 import time
 
 import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
+from tfx.utils import path_utils
 
 from components.artifacts import read_json, write_json
+from components.serving_dir import SAVED_MODEL
 
 RECORD_FILE = "baseline.json"
-SAVED_MODEL = "saved_model.pb"
-_SERVING_DIR = "Format-Serving"  # where TFX's Trainer puts the SavedModel in a Model artifact
 
 
 def record_blessing(blessing_uri: str, model_uri: str) -> str:
@@ -45,7 +46,7 @@ def blessed_models(pipeline_root: str) -> list[dict]:
         if RECORD_FILE not in files or "BLESSED" not in files:
             continue
         record = read_json(folder, RECORD_FILE)
-        if tf.io.gfile.exists(f"{record['model'].rstrip('/')}/{_SERVING_DIR}/{SAVED_MODEL}"):
+        if tf.io.gfile.exists(os.path.join(path_utils.serving_model_path(record["model"]), SAVED_MODEL)):
             found.append({**record, "blessing": folder})
     return sorted(found, key=lambda r: r["blessed_at"])
 

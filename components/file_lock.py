@@ -74,21 +74,17 @@ def exclusive(path: str, what: str, wait: float | None = 0,
 
 def _acquire(fd: int, path: str, what: str, wait: float | None,
              on_wait: Callable[[dict], None] | None) -> None:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return
-    except BlockingIOError:
-        pass
-    if wait == 0:
-        raise LockBusy(path, what, read_holder(path))
-    if on_wait:
-        on_wait(read_holder(path))
     deadline = None if wait is None else time.monotonic() + wait
+    waiting = False
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise LockBusy(path, what, read_holder(path)) from None
-            time.sleep(0.2)
+            pass
+        if deadline is not None and time.monotonic() >= deadline:
+            raise LockBusy(path, what, read_holder(path))
+        if on_wait and not waiting:
+            on_wait(read_holder(path))
+        waiting = True
+        time.sleep(0.2)

@@ -58,12 +58,12 @@ def read(uri: str, limit: int) -> bytes:
                 raise Refused(f"symlink loop: {uri} never resolves to a file") from exc
             raise
         with os.fdopen(fd, "rb") as f:
-            mode, size = os.fstat(fd).st_mode, os.fstat(fd).st_size
-            if not stat.S_ISREG(mode):
-                kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                kind = next((name for test, name in _KINDS if test(info.st_mode)), "not a regular file")
                 raise Refused(f"not a regular file: {uri} is {kind}; only image files are read")
-            if size > limit:
-                raise Refused(f"too large: {size} bytes, over the limit of {limit} (data.max_file_bytes)")
+            if info.st_size > limit:
+                raise Refused(f"too large: {info.st_size} bytes, over the limit of {limit} (data.max_file_bytes)")
             data = f.read(limit + 1)
     if len(data) > limit:
         raise Refused(f"too large: over the limit of {limit} bytes (data.max_file_bytes)")

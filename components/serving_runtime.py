@@ -15,12 +15,13 @@ under ``$THAW_SERVING_RUNTIMES``.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 from pathlib import Path
+
+from components.file_lock import exclusive
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "build-serving-runtime.sh"
 
@@ -29,13 +30,17 @@ class ServingRuntimeError(RuntimeError):
     """The serving runtime could not be built; the message says why and what to do."""
 
 
+def cache_dir() -> Path:
+    """Thaw's cache: $THAW_CACHE_DIR, else thaw/ in the user's cache (as bin/thaw-env)."""
+    return Path(os.environ.get("THAW_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "thaw"))
+
+
 def runtimes_dir() -> Path:
     """Where runtimes are kept: $THAW_SERVING_RUNTIMES, else Thaw's cache."""
     if os.environ.get("THAW_SERVING_RUNTIMES"):
         return Path(os.environ["THAW_SERVING_RUNTIMES"])
-    cache = os.environ.get("THAW_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "thaw")
-    return Path(cache) / "serving-runtime"
+    return cache_dir() / "serving-runtime"
 
 
 def runtime_dir(version: str) -> Path:
@@ -59,9 +64,7 @@ def built_python(home: Path, command: list[str]) -> str:
     python = home / "venv" / "bin" / "python"
     if (home / ".thaw-ready").exists():
         return str(python)
-    home.parent.mkdir(parents=True, exist_ok=True)
-    with open(home.parent / f".{home.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(str(home.parent / f".{home.name}.lock"), f"a build of {home}", wait=None):
         if (home / ".thaw-ready").exists():
             return str(python)
         shutil.rmtree(home, ignore_errors=True)

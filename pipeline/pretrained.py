@@ -29,7 +29,6 @@ block by block from ``top`` down.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -40,6 +39,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from components.file_lock import exclusive
+from components.serving_runtime import RuntimeBuildError, built_python, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +63,6 @@ STEM, HEAD = 32, 1280
 
 class ConversionError(RuntimeError):
     """The conversion could not be made or did not reproduce the source; the message says what to do."""
-
-
-def cache_dir() -> Path:
-    cache = os.environ.get("THAW_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "thaw")
-    return Path(cache)
 
 
 def _key(*paths: Path) -> str:
@@ -213,8 +209,6 @@ def within_tolerance(report: dict) -> list[str]:
 
 def torch_python() -> str:
     """The torch runtime's interpreter, built first (under a lock) if missing."""
-    from components.serving_runtime import RuntimeBuildError, built_python
-
     home = cache_dir() / f"torch-runtime-{runtime_key()}"
     if not (home / ".thaw-ready").exists():
         log.info("building the torch runtime in %s (first use; about a minute)", home)
@@ -282,9 +276,7 @@ def ensure_backbone(force: bool = False) -> dict:
     manifest_path = out / "conversion.json"
     if not force and manifest_path.exists():
         return json.loads(manifest_path.read_text())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".{out.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(str(out.parent / f".{out.name}.lock"), f"a conversion into {out}", wait=None):
         if not force and manifest_path.exists():
             return json.loads(manifest_path.read_text())
         partial = out.with_name(out.name + ".partial")
