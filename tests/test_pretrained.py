@@ -85,7 +85,7 @@ def test_the_real_demo_is_real_photos_and_a_valid_configuration(tmp_path, conver
     from pipeline import config as config_lib
     from pipeline.demo import make_real_demo
 
-    manifest = make_real_demo(tmp_path / "real")
+    manifest = make_real_demo(tmp_path / "real", photos="lfw")
     assert manifest["classes"] == {"face": 100, "non_face": 100}
     faces = sorted((tmp_path / "real" / "data" / "face").glob("*.png"))
     assert len(faces) == 100 and Image.open(faces[0]).size == (25, 25)
@@ -96,3 +96,22 @@ def test_the_real_demo_is_real_photos_and_a_valid_configuration(tmp_path, conver
     assert config.backbone.path == converted["backbone"]
     assert config.backbone.image_size == 96
     assert config.data.root == manifest["data"]
+
+
+def test_the_solar_cell_demo_is_a_valid_configuration_capped_per_class(tmp_path, converted):
+    from pipeline import config as config_lib
+    from pipeline.demo import make_real_demo
+
+    manifest = make_real_demo(tmp_path / "solar", per_class=40)
+    assert manifest["photos"] == "solar_cells"
+    assert manifest["classes"] == {"mono_defective": 40, "mono_functional": 40, "poly_defective": 40,
+                                   "poly_functional": 40}
+    assert sorted(p.name for p in (tmp_path / "solar" / "data").iterdir()) == sorted(manifest["classes"])
+    config = config_lib.load(manifest["config"])
+    assert config.backbone.path == converted["backbone"]
+    assert config.backbone.image_size == 128
+    assert config.gate.min_accuracy == 0.75 and config.gate.min_macro_recall == 0.6
+    # Made again with the same recipe: reused, nothing rewritten.
+    before = (tmp_path / "solar" / "thaw.yaml").stat().st_mtime_ns
+    assert make_real_demo(tmp_path / "solar", per_class=40) == manifest
+    assert (tmp_path / "solar" / "thaw.yaml").stat().st_mtime_ns == before
