@@ -62,7 +62,7 @@ class StageResult:
     learning_rate: float
     optimizer: str
     epochs_run: int
-    best_epoch: int               # within the stage, from 1
+    best_epoch: int               # within the stage, from 1; 0: none beat the weights it started with
     best_val_accuracy: float
     stopped_early: bool
     blocks_unfrozen: int
@@ -456,6 +456,17 @@ def run_schedule(model: tf_keras.Model, backbone: tf_keras.Model, stages: list[S
                  stage.learning_rate, stage.epochs)
         stopped = bool(state.get("stopped")) if mid_stage else False
         best_weights = None  # the best epoch's, when it was in this process
+        if index > 0 and stage.restore_best and not mid_stage:
+            # The weights this stage starts with are its epoch 0: it ends with
+            # them unless one of its epochs beats them on validation, so
+            # unfreezing never leaves the model worse than the stage before it.
+            entry = model.evaluate(eval_ds, return_dict=True, verbose=0)
+            best, best_epoch = float(entry[stage.monitor.removeprefix("val_")]), 0
+            best_weights = model.get_weights()
+            state.update(best_value=best, best_epoch=0, entry_val_accuracy=float(entry["accuracy"]))
+            # Kept as this stage's best so far, for a run resumed within it (written with this
+            # stage's optimizer compiled in, as the model that will restore it has).
+            checkpoints.save(state, model, current.optimizer, best=True)
         while epoch < stage.epochs and not stopped:
             lr = current.current_lr()
             started = time.monotonic()
@@ -499,18 +510,24 @@ def run_schedule(model: tf_keras.Model, backbone: tf_keras.Model, stages: list[S
             state["stopped"] = stopped
             checkpoints.save(state, model, current.optimizer,
                              best=stage.restore_best and best_epoch == epoch)
-        if stage.restore_best and best_epoch and best_epoch != epoch:
+        kept_entry = stage.restore_best and best_epoch == 0 and state.get("entry_val_accuracy") is not None
+        if stage.restore_best and (best_epoch or kept_entry) and best_epoch != epoch:
             if best_weights is not None:
                 model.set_weights(best_weights)
             else:
                 Checkpoints.restore(state["best"], model)
-            log.info("stage %s: ends with the weights of its best epoch, %d", stage.name, best_epoch)
+            if kept_entry:
+                log.info("stage %s: no epoch beat the weights it started with on %s (%.4f); it ends with "
+                         "them", stage.name, stage.monitor, best)
+            else:
+                log.info("stage %s: ends with the weights of its best epoch, %d", stage.name, best_epoch)
         val = history.get("val_accuracy", [float("nan")])
         result = StageResult(
             name=stage.name, trainable=describe_trainable(backbone, current.first),
             trainable_params=count_trainable(model), learning_rate=stage.learning_rate,
             optimizer=stage.optimizer, epochs_run=epoch, best_epoch=best_epoch,
-            best_val_accuracy=float(val[best_epoch - 1] if best_epoch else max(val)),
+            best_val_accuracy=float(val[best_epoch - 1] if best_epoch else
+                                    state["entry_val_accuracy"] if kept_entry else max(val)),
             stopped_early=stopped, blocks_unfrozen=blocks, history=history)
         log.info("stage %s done: %d epochs, best %s %.4f at epoch %d (val_accuracy %.4f)", stage.name,
                  result.epochs_run, stage.monitor, best if best is not None else float("nan"), best_epoch,
@@ -518,7 +535,7 @@ def run_schedule(model: tf_keras.Model, backbone: tf_keras.Model, stages: list[S
         results.append(result)
         # The next stage starts from this one's final (best) weights.
         state.update(stage=index + 1, epoch=0, blocks=0, history={}, best_value=None, best_epoch=0, wait=0,
-                     stopped=False, results=[dataclasses.asdict(r) for r in results])
+                     stopped=False, entry_val_accuracy=None, results=[dataclasses.asdict(r) for r in results])
         checkpoints.save(state, model, None)
     if resumed and state.get("latest"):  # every stage had finished: the weights they ended with
         Checkpoints.restore(state["latest"], model)

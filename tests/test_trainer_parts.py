@@ -140,6 +140,46 @@ def test_early_stopping_ends_the_stage_with_its_best_epochs_weights():
         np.testing.assert_array_equal(got, want)
 
 
+class StopAtEpoch(tf_keras.callbacks.Callback):
+    """Raises as epoch ``epoch`` (counted across stages, from 0) begins: a run that dies there."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt(f"stopped at epoch {epoch}")
+
+
+@pytest.mark.parametrize("interrupted", [False, True])
+def test_a_later_stage_that_never_beats_its_starting_weights_ends_with_them(tmp_path, interrupted):
+    tf_keras.utils.set_random_seed(0)
+    model, backbone = classifier()
+    kept = KeepWeights()
+    # The head learns; then a rate of 50 with plain SGD wrecks every weight it touches.
+    stages = [Stage("head", 3, "none", 1e-2, decay="constant"),
+              Stage("wreck", 3, "all", 50.0, decay="constant", optimizer="sgd")]
+    checkpoints = str(tmp_path / "checkpoints")
+    if interrupted:  # dies as the wreck stage's second epoch begins; a new process resumes
+        with pytest.raises(KeyboardInterrupt):
+            run_schedule(model, backbone, stages, toy_data(), toy_data(seed=1), steps_per_epoch=4,
+                         checkpoint_dir=checkpoints, callbacks=[kept, StopAtEpoch(4)])
+        tf_keras.backend.clear_session()
+        tf_keras.utils.set_random_seed(1)
+        model, backbone = classifier()
+    head, wreck = run_schedule(model, backbone, stages, toy_data(), toy_data(seed=1), steps_per_epoch=4,
+                               checkpoint_dir=checkpoints, callbacks=[] if interrupted else [kept])
+    assert head.best_epoch == 3
+    assert wreck.epochs_run == 3 and wreck.best_epoch == 0
+    # Every wreck epoch was worse on validation (or diverged: NaN).
+    assert not any(loss <= head.history["val_loss"][-1] for loss in wreck.history["val_loss"])
+    assert wreck.best_val_accuracy == head.history["val_accuracy"][-1]
+    # It ends with the weights the head stage ended with, not the wreck's last or best epoch.
+    for got, want in zip(model.get_weights(), kept.by_epoch[2]):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_auto_unfreezes_the_next_block_when_validation_stalls():
     tf_keras.utils.set_random_seed(0)
     model, backbone = classifier()
