@@ -25,6 +25,7 @@ import traceback
 
 import pipeline  # noqa: F401  (chooses the one Keras first)
 from pipeline import config as config_lib
+from pipeline.photo_sets import PHOTO_SETS
 
 def _quiet_logs(verbose: bool) -> None:
     """By default: our own progress lines, and errors from TFX and Beam."""
@@ -309,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                            f"with --real: data/ and thaw.yaml, default {config_lib.REAL_DEMO_DIR})")
     demo.add_argument("--real", action="store_true",
                       help="the real-photo demo on an ImageNet-pretrained EfficientNet-Lite0")
-    demo.add_argument("--photos", choices=("solar_cells", "lfw"),
+    demo.add_argument("--photos", choices=tuple(PHOTO_SETS),
                       help="with --real: the photos; solar_cells (default: ELPV electroluminescence photos of "
                            "solar cells, 4 classes, from PyPI elpv-dataset) or lfw (scikit-image's LFW subset, "
                            "faces vs non-faces)")

@@ -156,11 +156,6 @@ def make_demo(out_dir: str | os.PathLike, per_class: int | None = None, seed: in
 # --- the real-photo demo -------------------------------------------------------
 
 REAL_CONFIG = "thaw.yaml"
-# The real demo's gate, by photo set: floors a model fine-tuned on these photos clears and a broken one does not.
-REAL_GATES = {
-    "solar_cells": {"min_accuracy": 0.75, "min_macro_recall": 0.6},
-    "lfw": {"min_accuracy": 0.9},
-}
 
 
 def make_real_demo(out_dir: str | os.PathLike, photos: str | None = None, per_class: int | None = None,
@@ -184,7 +179,7 @@ def make_real_demo(out_dir: str | os.PathLike, photos: str | None = None, per_cl
     data_dir = out / "data"
     manifest_path = out / MANIFEST
     key = hashlib.sha256(json.dumps([RECIPE_VERSION, backbone["recipe"], chosen.name, chosen.image_size, per_class,
-                                     REAL_GATES[chosen.name], chosen.augment]).encode()).hexdigest()[:16]
+                                     chosen.gate, chosen.augment]).encode()).hexdigest()[:16]
     if not force and manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("recipe") == key and (out / REAL_CONFIG).exists():
@@ -196,7 +191,7 @@ def make_real_demo(out_dir: str | os.PathLike, photos: str | None = None, per_cl
         "output_dir": "thaw-output-real",
         "data": {"root": str(data_dir)},
         "backbone": {"path": backbone["backbone"], "image_size": chosen.image_size},
-        "gate": dict(REAL_GATES[chosen.name]),
+        "gate": dict(chosen.gate),
     }
     if chosen.augment:
         config["training"] = {"augment": dict(chosen.augment)}

@@ -61,6 +61,8 @@ class PhotoSet:
     # training.augment for these photos: only changes that keep a photo's class. A solar cell
     # flipped either way is still the same kind of cell (busbars stay straight lines).
     augment: dict = dataclasses.field(default_factory=dict)
+    # The demo's gate: floors a model fine-tuned on these photos clears and a broken one does not.
+    gate: dict = dataclasses.field(default_factory=dict)
 
 
 def elpv_wheel() -> Path:
@@ -150,10 +152,11 @@ PHOTO_SETS = {
         "solar_cells", "ELPV solar cells (electroluminescence photos), mono/poly x functional/defective",
         SOLAR_CELL_CLASSES, 128, write_solar_cells,
         f"PyPI {ELPV_PACKAGE} {ELPV_VERSION}: images CC BY-NC-SA 4.0 (ZAE Bayern), code Apache-2.0",
-        augment={"flip": "both"}),
+        augment={"flip": "both"}, gate={"min_accuracy": 0.75, "min_macro_recall": 0.6}),
     "lfw": PhotoSet(
         "lfw", "scikit-image's LFW subset, faces vs non-faces", ("face", "non_face"), 96, write_lfw,
-        "scikit-image's data (BSD-3-Clause); the photos are from Labeled Faces in the Wild"),
+        "scikit-image's data (BSD-3-Clause); the photos are from Labeled Faces in the Wild",
+        gate={"min_accuracy": 0.9}),
 }
 DEFAULT_PHOTO_SET = "solar_cells"
 
