@@ -161,7 +161,7 @@ def test_a_later_stage_that_never_beats_its_starting_weights_ends_with_them(tmp_
     stages = [Stage("head", 3, "none", 1e-2, decay="constant"),
               Stage("wreck", 3, "all", 50.0, decay="constant", optimizer="sgd")]
     checkpoints = str(tmp_path / "checkpoints")
-    if interrupted:  # dies as the wreck stage's second epoch begins; a new process resumes
+    if interrupted:  # dies as the wreck stage's second epoch begins; a fresh model resumes from the checkpoints
         with pytest.raises(KeyboardInterrupt):
             run_schedule(model, backbone, stages, toy_data(), toy_data(seed=1), steps_per_epoch=4,
                          checkpoint_dir=checkpoints, callbacks=[kept, StopAtEpoch(4)])
