@@ -54,6 +54,11 @@ def runtime_dir(version: str) -> Path:
     return runtimes_dir() / f"tf-{version}-{key}"
 
 
+def output_tail(done: subprocess.CompletedProcess, lines: int) -> str:
+    """The last ``lines`` lines a side runtime's command wrote: stderr, else stdout."""
+    return "\n".join((done.stderr or done.stdout).strip().splitlines()[-lines:])
+
+
 def built_python(home: Path, command: list[str]) -> str:
     """``home/venv/bin/python`` once ``command`` has built it, building it first if missing.
 
@@ -71,7 +76,7 @@ def built_python(home: Path, command: list[str]) -> str:
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             shutil.rmtree(home, ignore_errors=True)
-            raise RuntimeBuildError("\n".join((done.stderr or done.stdout).strip().splitlines()[-5:]))
+            raise RuntimeBuildError(output_tail(done, 5))
         (home / ".thaw-ready").touch()
     return str(python)
 

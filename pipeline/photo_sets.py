@@ -35,7 +35,7 @@ import zipfile
 from pathlib import Path
 
 from components.file_lock import exclusive
-from components.serving_runtime import cache_dir
+from components.serving_runtime import cache_dir, output_tail
 
 ELPV_PACKAGE = "elpv-dataset"
 ELPV_VERSION = "1.0.0.post1"
@@ -87,10 +87,9 @@ def _download(wheel: Path) -> None:
                               capture_output=True, text=True)
         fetched = Path(tmp, ELPV_WHEEL)
         if done.returncode != 0 or not fetched.exists():
-            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-4:])
             raise PhotoSetError(
                 f"could not download {ELPV_PACKAGE} {ELPV_VERSION} from the Python package index with pip: "
-                f"{tail or 'no wheel came back'}\nOn a machine without the index, copy {ELPV_WHEEL} "
+                f"{output_tail(done, 4) or 'no wheel came back'}\nOn a machine without the index, copy {ELPV_WHEEL} "
                 f"(sha256 {ELPV_SHA256}) to {wheel}.")
         os.replace(fetched, wheel)
 

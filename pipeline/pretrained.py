@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from components.file_lock import exclusive
-from components.serving_runtime import RuntimeBuildError, built_python, cache_dir
+from components.serving_runtime import RuntimeBuildError, built_python, cache_dir, output_tail
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +224,7 @@ def run_reference(*args: str) -> str:
     """Runs scripts/torch_reference.py in the torch runtime; its stdout."""
     done = subprocess.run([torch_python(), str(REFERENCE_SCRIPT), *args], capture_output=True, text=True)
     if done.returncode != 0:
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
-        raise ConversionError(f"{REFERENCE_SCRIPT.name} {args[0]} failed: {tail}")
+        raise ConversionError(f"{REFERENCE_SCRIPT.name} {args[0]} failed: {output_tail(done, 8)}")
     return done.stdout.strip().splitlines()[-1]
 
 

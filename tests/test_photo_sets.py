@@ -45,7 +45,7 @@ def test_each_cell_is_the_packaged_file_under_its_labelled_class(solar_cells):
         for path, probability, cell_type in rows[::97]:  # a sample across both types and all labels
             name = os.path.basename(path)
             expected = photo_sets.elpv_class(probability, cell_type)
-            written = [p for p in out.glob(f"*/{name}")]
+            written = list(out.glob(f"*/{name}"))
             if expected is None:
                 assert written == [], f"{name} (p={probability}) was uncertain and must be left out"
             else:
