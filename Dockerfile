@@ -30,6 +30,7 @@ RUN sh /opt/thaw/src/scripts/build-serving-runtime.sh "$SERVING_TF_VERSION" \
 COPY pyproject.toml README.md /opt/thaw/src/
 COPY pipeline/ /opt/thaw/src/pipeline/
 COPY components/ /opt/thaw/src/components/
+COPY demo/ /opt/thaw/src/demo/
 COPY thaw/ /opt/thaw/src/thaw/
 COPY system/ /opt/thaw/src/system/
 COPY schemas/ /opt/thaw/src/schemas/

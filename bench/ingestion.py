@@ -52,8 +52,8 @@ def run_loop(data_root: str, out: str) -> dict:
     """The baseline: one process, one file at a time, the same checks and records."""
     import tensorflow as tf
 
-    from components import image_records
-    from components.image_example_gen import list_images
+    from components.ingest import image_records
+    from components.ingest.image_example_gen import list_images
 
     start = time.perf_counter()
     items, _ = list_images(data_root)
@@ -76,7 +76,7 @@ def run_beam(data_root: str, out: str, mode: str, workers: int) -> dict:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from components import image_example_gen as ieg
+    from components.ingest import image_example_gen as ieg
 
     start = time.perf_counter()
     options = PipelineOptions([f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"])

@@ -1,6 +1,6 @@
 """Training speed and memory: the input pipeline against a plain decode loop, and train steps by what trains.
 
-(i) Input pipeline. components.input_pipeline.make_dataset reads gzipped
+(i) Input pipeline. components.train.input_pipeline.make_dataset reads gzipped
 TFRecords of tf.Examples (image_bytes, label_id) as the Trainer does: real
 digits (scikit-learn's), upscaled to ``--jpeg-size`` px JPEGs with noise, each
 one distinct, decoded and resized to ``--image-size``. Three ways: evaluation
@@ -16,14 +16,14 @@ buffer from the next pass). The ways are interleaved over ``--rounds``
 rounds; the table shows each one's best round (the least disturbed by other
 work on the machine) and the range, and the median time to the first batch:
 a training pipeline first fills its shuffle buffer (10,000 records, here all
-of them), and components.schedule calls model.fit once per epoch, so a new
+of them), and components.train.schedule calls model.fit once per epoch, so a new
 iterator pays that again at the start of every epoch.
 
 (ii) Train steps. A keras.applications MobileNetV2 (alpha 1.0, weights=None:
 this measures speed, not quality; it stands in for a real backbone with its
 154 layers, depthwise convolutions and BatchNorm) at ``--image-size`` px,
-under components.model.build_classifier's default head, with what trains set
-by components.schedule.first_trainable_layer/set_trainable as the schedule
+under components.train.model.build_classifier's default head, with what trains set
+by components.train.schedule.first_trainable_layer/set_trainable as the schedule
 sets it: frozen (trainable none), the top block (what ``auto`` unfreezes
 first: Conv_1), the top two blocks (block_16 and up: ``auto``'s default
 limit), and all. Adam, batch ``--batch``, random pixels fed from memory so
@@ -80,7 +80,7 @@ def write_records(out_dir: str, count: int, size: int, shards: int = 4) -> list[
     from PIL import Image
     from sklearn.datasets import load_digits
 
-    from components.preprocessing import IMAGE_KEY, LABEL_ID_KEY
+    from components.train.preprocessing import IMAGE_KEY, LABEL_ID_KEY
 
     digits = load_digits()
     rng = np.random.default_rng(0)
@@ -107,7 +107,7 @@ def write_records(out_dir: str, count: int, size: int, shards: int = 4) -> list[
 def read_bytes(paths: list[str]) -> list[bytes]:
     import tensorflow as tf
 
-    from components.preprocessing import IMAGE_KEY
+    from components.train.preprocessing import IMAGE_KEY
 
     spec = {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)}
     ds = tf.data.TFRecordDataset(paths, compression_type="GZIP").map(lambda r: tf.io.parse_single_example(r, spec))
@@ -119,7 +119,7 @@ def time_pipelines(paths: list[str], count: int, image_size: int, batch: int, ro
     import tensorflow as tf
 
     from components import image_ops
-    from components.input_pipeline import make_dataset
+    from components.train.input_pipeline import make_dataset
 
     encoded = read_bytes(paths)
     assert len(encoded) == count
@@ -167,9 +167,9 @@ def run_config(name: str, image_size: int, batch: int, warmup: int, steps: int) 
     import tensorflow as tf
     import tf_keras
 
-    from components.backbone import load_backbone
-    from components.model import build_classifier, head_kwargs
-    from components.schedule import count_trainable, describe_trainable, first_trainable_layer, set_trainable
+    from components.train.backbone import load_backbone
+    from components.train.model import build_classifier, head_kwargs
+    from components.train.schedule import count_trainable, describe_trainable, first_trainable_layer, set_trainable
     from pipeline.config import HeadConfig
 
     tf_keras.utils.set_random_seed(0)

@@ -2,8 +2,8 @@
 
 Two tasks. The bundled demo (a CNN pretrained on digits 0-4, fine-tuned on
 digits 5-9, so the target classes are new to it); and, with ``--real``, a
-real-photo demo (``thaw demo --real``, pipeline.photo_sets) on EfficientNet-Lite0
-with ImageNet weights (pipeline.pretrained), at 10 and 30 images per class:
+real-photo demo (``thaw demo --real``, demo.photo_sets) on EfficientNet-Lite0
+with ImageNet weights (demo.pretrained), at 10 and 30 images per class:
 by default the ELPV solar cells (electroluminescence photos, 4 classes:
 mono/poly x functional/defective, at 128x128), with ``--photos lfw``
 scikit-image's LFW subset (faces vs non-faces, at 96x96). Four variants train at
@@ -22,17 +22,17 @@ an equal budget of 20 epochs, the default schedule's total:
            trainable all, 20 epochs, lr 3e-4 with cosine decay (the usual
            fine-tuning rate: low enough that the random head's first gradients
            do not wreck the pretrained features);
-- scratch: the same architecture (pipeline.demo.build_backbone_model, or
-           pipeline.pretrained.efficientnet_lite0 with --real, cut at the same
+- scratch: the same architecture (demo.digits.build_backbone_model, or
+           demo.pretrained.efficientnet_lite0 with --real, cut at the same
            feature layer) with random weights: one stage, trainable
            all, 20 epochs, lr 3e-3 with cosine decay (nothing pretrained to
            protect, so the higher rate is its fair choice).
 
-Every variant goes through components.schedule.run_schedule with the default
+Every variant goes through components.train.schedule.run_schedule with the default
 head (pipeline.config.HeadConfig: avg pooling, dropout 0.2), batch 32, Adam,
 and ends each stage with its best epoch's weights by its monitored metric
 (restore_best and monitor, the defaults: val_loss since issue 11, val_accuracy
-before). As in components.model, the backbone's
+before). As in components.train.model, the backbone's
 BatchNorm layers always run in inference mode; for ``scratch`` that means its
 BatchNorm layers keep their initial statistics (mean 0, variance 1) and act as
 learned affine layers, which is how the pipeline would train this network.
@@ -95,8 +95,8 @@ DEFAULT_REAL_DIR = Path(__file__).resolve().parent.parent / "build" / "bench" / 
 
 
 def default_stages():
-    """pipeline.config's default stages, as components.schedule.Stage (exactly as the Trainer converts them)."""
-    from components.schedule import stages_from_config
+    """pipeline.config's default stages, as components.train.schedule.Stage (exactly as the Trainer converts them)."""
+    from components.train.schedule import stages_from_config
     from pipeline.config import _default_stages
 
     return stages_from_config([dataclasses.asdict(s) for s in _default_stages()])
@@ -108,7 +108,7 @@ def epoch_budget() -> int:
 
 
 def variant_stages(variant: str):
-    from components.schedule import Stage
+    from components.train.schedule import Stage
 
     budget = epoch_budget()
     if variant == "staged":
@@ -139,7 +139,7 @@ class Task:
 
 
 def digits_task(demo_dir: str) -> Task:
-    from pipeline.demo import IMAGE_SIZE, PRETRAIN_DIGITS, TARGET_DIGITS, build_backbone_model, make_demo
+    from demo.digits import IMAGE_SIZE, PRETRAIN_DIGITS, TARGET_DIGITS, build_backbone_model, make_demo
 
     manifest = make_demo(demo_dir)  # reused when already made with the same recipe
     return Task("transfer on the demo: digits 5-9 on a backbone pretrained on digits 0-4 only",
@@ -149,9 +149,9 @@ def digits_task(demo_dir: str) -> Task:
 
 
 def real_task(demo_dir: str, photos: str) -> Task:
-    from pipeline.demo import make_real_demo
-    from pipeline.photo_sets import photo_set
-    from pipeline.pretrained import efficientnet_lite0
+    from demo.real import make_real_demo
+    from demo.photo_sets import photo_set
+    from demo.pretrained import efficientnet_lite0
 
     chosen = photo_set(photos)
     manifest = make_real_demo(Path(demo_dir, chosen.name), photos=chosen.name)  # the backbone and photos, cached
@@ -206,10 +206,10 @@ def run_one(variant: str, seed: int, task: Task, data: dict) -> dict:
     import tensorflow as tf
     import tf_keras
 
-    from components.backbone import feature_layer, load_backbone
-    from components.input_pipeline import augment
-    from components.model import build_classifier, head_kwargs
-    from components.schedule import run_schedule
+    from components.train.backbone import feature_layer, load_backbone
+    from components.train.input_pipeline import augment
+    from components.train.model import build_classifier, head_kwargs
+    from components.train.schedule import run_schedule
     from pipeline.config import HeadConfig
 
     tf_keras.backend.clear_session()
@@ -270,7 +270,7 @@ def linear_probe(task: Task, data: dict) -> dict:
     import tf_keras
     from sklearn.linear_model import LogisticRegression
 
-    from components.backbone import load_backbone
+    from components.train.backbone import load_backbone
 
     tf_keras.backend.clear_session()
     backbone = load_backbone({"path": task.backbone_path}, task.image_size).model
@@ -301,14 +301,14 @@ def summarize(runs: list[dict], counts: list[int]) -> dict:
 
 
 def main() -> None:
-    from pipeline.photo_sets import PHOTO_SETS
+    from demo.photo_sets import PHOTO_SETS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real", action="store_true",
                         help="a real-photo task (thaw demo --real) on EfficientNet-Lite0 with ImageNet weights; "
                              "counts default to 10 30")
     parser.add_argument("--photos", default="solar_cells", choices=tuple(PHOTO_SETS),
-                        help="with --real, the photo set (pipeline.photo_sets; default solar_cells)")
+                        help="with --real, the photo set (demo.photo_sets; default solar_cells)")
     parser.add_argument("--seeds", type=int, default=5, help="N seeds per count and variant (at least 2)")
     parser.add_argument("--first-seed", type=int, default=0,
                         help="the seeds are FIRST..FIRST+N-1 (a fresh range re-measures after a change of defaults)")

@@ -25,7 +25,7 @@ import traceback
 
 import pipeline  # noqa: F401  (chooses the one Keras first)
 from pipeline import config as config_lib
-from pipeline.photo_sets import PHOTO_SETS
+from demo.photo_sets import PHOTO_SETS
 
 def _quiet_logs(verbose: bool) -> None:
     """By default: our own progress lines, and errors from TFX and Beam."""
@@ -93,7 +93,7 @@ def _run(args: argparse.Namespace, through: str) -> int:
         print(f"thaw: everything produced so far is kept under {config.output_dir}; "
               "rerun with --verbose for the full trace", file=sys.stderr)
         return 1
-    from pipeline.report import write_report
+    from components.report.report import write_report
 
     try:
         print(f"thaw: the run's report is {write_report(config.output_dir)}", file=sys.stderr)
@@ -113,13 +113,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pipeline.demo import make_demo, make_real_demo
+    from demo.digits import make_demo
+    from demo.real import make_real_demo
 
     if args.photos is not None and not args.real:
         raise SystemExit("thaw demo: --photos chooses the photos of --real; add --real")
     if args.real:
-        from pipeline.photo_sets import PhotoSetError
-        from pipeline.pretrained import ConversionError
+        from demo.photo_sets import PhotoSetError
+        from demo.pretrained import ConversionError
 
         try:
             manifest = make_real_demo(args.output or config_lib.REAL_DEMO_DIR, photos=args.photos,
@@ -143,7 +144,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_backbone(args: argparse.Namespace) -> int:
-    from pipeline.pretrained import ConversionError, ensure_backbone
+    from demo.pretrained import ConversionError, ensure_backbone
 
     try:
         manifest = ensure_backbone(force=args.force)
@@ -180,7 +181,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from components.serving_dir import ROLLED_BACK, rollback
+    from components.serve.serving_dir import ROLLED_BACK, rollback
 
     overrides = {"output_dir": args.output} if args.output else {}
     if args.serving_dir:
@@ -236,7 +237,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pipeline.report import write_report
+    from components.report.report import write_report
 
     config = config_lib.load(None, {"output_dir": args.run_dir})
     print(write_report(config.output_dir, args.output))
@@ -244,7 +245,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from pipeline.summary import summarize
+    from components.report.summary import summarize
 
     config = config_lib.load(None, {"output_dir": args.run_dir})
     _print_summary(summarize(config.metadata_path), args.json)

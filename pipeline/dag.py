@@ -17,19 +17,19 @@ from tfx import v1 as tfx
 from tfx.orchestration.data_types import RuntimeParameter
 from tfx.proto import transform_pb2
 
-from components.baseline import LatestBlessedModel
-from components.data_gate import DataGate
-from components.evaluator import Evaluator
-from components.image_example_gen import ImageExampleGen
-from components.pusher import AtomicPusher
-from components.serving_validator import ServingValidator
-from components.preprocessing import LABEL_ID_KEY, LABEL_KEY
+from components.gate.baseline import LatestBlessedModel
+from components.ingest.data_gate import DataGate
+from components.gate.evaluator import Evaluator
+from components.ingest.image_example_gen import ImageExampleGen
+from components.serve.pusher import AtomicPusher
+from components.serve.serving_validator import ServingValidator
+from components.train.preprocessing import LABEL_ID_KEY, LABEL_KEY
 from pipeline.config import ThawConfig
-from pipeline.report_component import RunReport
+from components.report.report_component import RunReport
 
-PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
-RUN_FN = "components.trainer.run_fn"
-TFMA_METRICS = "components.tfma_metrics"
+PREPROCESSING_FN = "components.train.preprocessing.preprocessing_fn"
+RUN_FN = "components.train.trainer.run_fn"
+TFMA_METRICS = "components.gate.tfma_metrics"
 
 
 def eval_config(config: ThawConfig) -> config_pb2.EvalConfig:

@@ -14,7 +14,7 @@ import os
 import urllib.error
 import urllib.request
 
-from components.serving_dir import SAVED_MODEL, versions
+from components.serve.serving_dir import SAVED_MODEL, versions
 
 
 class PredictError(RuntimeError):

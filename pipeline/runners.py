@@ -11,7 +11,7 @@ from tfx.orchestration.local import local_dag_runner
 from components.file_lock import exclusive
 from pipeline.config import DEMO_DIR, ThawConfig
 from pipeline.dag import create_pipeline
-from pipeline.summary import RunSummary, summarize
+from components.report.summary import RunSummary, summarize
 
 
 def check_inputs(config: ThawConfig) -> None:
@@ -22,7 +22,7 @@ def check_inputs(config: ThawConfig) -> None:
     """
     wants_demo = any(p.startswith(str(DEMO_DIR)) for p in (config.data.root, config.backbone.path))
     if wants_demo and not (os.path.isdir(config.data.root) and os.path.exists(config.backbone.path)):
-        from pipeline.demo import make_demo
+        from demo.digits import make_demo
         make_demo(DEMO_DIR)
     root = config.data.root
     is_manifest = root.endswith((".csv", ".jsonl")) and os.path.isfile(root)

@@ -24,7 +24,7 @@ def png_bytes(size=(16, 16), mode="L", color=128) -> bytes:
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory):
     """The demo at 30 images per class: the pipeline's end-to-end data."""
-    from pipeline.demo import make_demo
+    from demo.digits import make_demo
 
     return make_demo(tmp_path_factory.mktemp("demo"), per_class=30)
 

@@ -40,8 +40,8 @@ def classifier(classes=2, size=16, **head):
     """The demo-like backbone cut at its feature map, under a new head."""
     import tf_keras
 
-    from components.backbone import feature_layer
-    from components.model import build_classifier
+    from components.train.backbone import feature_layer
+    from components.train.model import build_classifier
 
     full = blocks_cnn(size)
     backbone = tf_keras.Model(full.inputs, feature_layer(full).output, name="backbone")
@@ -78,7 +78,7 @@ def main(argv=None) -> None:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.replicas)
     import tf_keras
 
-    from components.schedule import Stage, run_schedule
+    from components.train.schedule import Stage, run_schedule
 
     if args.kill_before_commit >= 0:
         rename = tf.io.gfile.rename

@@ -10,10 +10,10 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from components.backbone import (APPLICATION_SCALING, BackboneError, feature_layer, load_backbone,
+from components.train.backbone import (APPLICATION_SCALING, BackboneError, feature_layer, load_backbone,
                                  resolve_hub_handle)
-from components.model import InputScaling, build_classifier
-from components.schedule import first_trainable_layer, set_trainable
+from components.train.model import InputScaling, build_classifier
+from components.train.schedule import first_trainable_layer, set_trainable
 
 
 def small_cnn(size=16, classes=3):
@@ -199,7 +199,7 @@ def test_a_whole_model_given_as_an_architectures_weights_is_refused(tmp_path):
 
 
 def test_a_frozen_tf_hub_backbone_copies_onto_a_trainable_one(tmp_path):
-    from components.trainer import float32_copy
+    from components.train.trainer import float32_copy
 
     tf.saved_model.save(feature_module(), str(tmp_path / "hub"))
 

@@ -4,7 +4,7 @@ import json
 
 from tfx.types import standard_artifacts
 
-from components import baseline
+from components.gate import baseline
 
 
 def trained_model(folder):

@@ -3,7 +3,7 @@
 import pytest
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
-from components.data_gate import judge, label_drift, read_anomalies
+from components.ingest.data_gate import judge, label_drift, read_anomalies
 
 LIMITS = {"max_bad_fraction": 0.1, "min_images_per_class": 5, "max_class_imbalance": 3.0,
           "max_label_drift": 0.2}

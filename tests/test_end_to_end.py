@@ -184,7 +184,7 @@ def test_predict_with_the_pushed_model_locally_and_over_rest(first_run, tiny_dem
 
 
 def test_the_report_shows_every_stage_of_the_run_and_fetches_nothing(first_run):
-    from pipeline.report import write_report
+    from components.report.report import write_report
 
     config, summary = first_run
     page = Path(write_report(config.output_dir)).read_text()
@@ -203,7 +203,7 @@ def test_the_report_shows_every_stage_of_the_run_and_fetches_nothing(first_run):
 def test_the_report_renders_in_a_browser_with_no_errors_and_lists_every_quarantined_file(first_run, tmp_path):
     from PIL import Image
 
-    from pipeline.report import write_report
+    from components.report.report import write_report
 
     config, summary = first_run
     page = Path(write_report(config.output_dir, str(tmp_path / "report.html")))
@@ -240,7 +240,7 @@ def test_a_worse_candidate_is_not_pushed_and_serving_is_untouched(first_run):
 
 
 def test_rollback_serves_the_previous_version_again(first_run, capsys):
-    from components import serving_dir
+    from components.serve import serving_dir
 
     config, first = first_run
     newer = serving_dir.push(first.pushed_to, config.serving_path, keep=5)

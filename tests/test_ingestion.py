@@ -19,9 +19,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from components import image_example_gen as ieg
-from components import image_ops, image_records
-from components.serving_probe import bomb_png
+from components.ingest import image_example_gen as ieg
+from components import image_ops
+from components.ingest import image_records
+from components.serve.serving_probe import bomb_png
 
 SPLITS = [("train", 0.5), ("eval", 0.5)]
 
@@ -344,7 +345,7 @@ def test_the_example_encoder_writes_what_tensorflow_parses():
 def test_beam_workers_never_import_tensorflow():
     import subprocess
     import sys
-    code = ("import sys, components.image_records; "
+    code = ("import sys, components.ingest.image_records; "
             "print('tensorflow' in sys.modules, 'tfx' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=str(Path(__file__).resolve().parent.parent))

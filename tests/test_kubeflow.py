@@ -96,7 +96,7 @@ def test_nothing_trains_unless_the_data_gate_passed(compiled):
 
 def test_user_code_is_referenced_by_module_path(compiled):
     text = compiled.read_text()
-    assert "components.trainer.run_fn" in text and "components.preprocessing.preprocessing_fn" in text
+    assert "components.train.trainer.run_fn" in text and "components.train.preprocessing.preprocessing_fn" in text
     assert "module_file" not in json.dumps(next(yaml.safe_load_all(text))["deploymentSpec"])
 
 
@@ -199,7 +199,7 @@ def test_the_report_reads_blessed_and_pushed_as_kubeflow_passes_them():
     from ml_metadata.proto import metadata_store_pb2
     from tfx.types import artifact as tfx_artifact
 
-    from pipeline.summary import custom_property
+    from components.report.summary import custom_property
 
     local, kubeflow = metadata_store_pb2.Artifact(), metadata_store_pb2.Artifact()
     local.custom_properties["blessed"].int_value = 1

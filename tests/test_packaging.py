@@ -29,7 +29,7 @@ def test_the_image_runs_as_non_root_with_the_code_installed():
     users = [i for i in instructions if i.startswith("USER ")]
     assert users and users[-1] not in ("USER root", "USER 0")
     copies = " ".join(i for i in instructions if i.startswith("COPY "))
-    for package in ("pipeline/", "components/", "thaw/", "system/", "schemas/"):
+    for package in ("pipeline/", "components/", "demo/", "thaw/", "system/", "schemas/"):
         assert package in copies
     assert not [i for i in instructions if i.startswith("VOLUME")]
 

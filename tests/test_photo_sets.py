@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import photo_sets
+from demo import photo_sets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import pretrained
+from demo import pretrained
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +58,8 @@ def test_every_source_tensor_has_a_keras_layer(source_outputs):
 
 
 def test_the_loader_cuts_it_and_auto_unfreezes_it_from_the_top_block_down(converted):
-    from components.backbone import load_backbone
-    from components.schedule import first_trainable_layer
+    from components.train.backbone import load_backbone
+    from components.train.schedule import first_trainable_layer
 
     backbone = load_backbone({"path": converted["backbone"]}, 96)
     assert backbone.model.layers[-1].name == "top_activation"
@@ -83,7 +83,7 @@ def test_the_real_demo_is_real_photos_and_a_valid_configuration(tmp_path, conver
     from PIL import Image
 
     from pipeline import config as config_lib
-    from pipeline.demo import make_real_demo
+    from demo.real import make_real_demo
 
     manifest = make_real_demo(tmp_path / "real", photos="lfw")
     assert manifest["classes"] == {"face": 100, "non_face": 100}
@@ -100,7 +100,7 @@ def test_the_real_demo_is_real_photos_and_a_valid_configuration(tmp_path, conver
 
 def test_the_solar_cell_demo_is_a_valid_configuration_capped_per_class(tmp_path, converted):
     from pipeline import config as config_lib
-    from pipeline.demo import make_real_demo
+    from demo.real import make_real_demo
 
     manifest = make_real_demo(tmp_path / "solar", per_class=40)
     assert manifest["photos"] == "solar_cells"

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from components import serving_dir
+from components.serve import serving_dir
 from tests.conftest import REPO
 
 PUSHER = r"""
 import os, sys, time
 sys.path.insert(0, sys.argv[1])
-from components import serving_dir
+from components.serve import serving_dir
 model, base, ready, n = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 open(ready + "." + str(os.getpid()), "w").close()
 while len([f for f in os.listdir(os.path.dirname(ready)) if f.startswith(os.path.basename(ready))]) < 2:
@@ -155,7 +155,7 @@ def test_a_disk_filling_up_mid_push_leaves_the_served_version_alone(small_disk, 
 def test_a_disk_filling_up_mid_checkpoint_keeps_the_last_epoch_and_the_rerun_resumes(small_disk, caplog):
     import tf_keras
 
-    from components.schedule import STATE_FILE, CheckpointError, Stage, run_schedule
+    from components.train.schedule import STATE_FILE, CheckpointError, Stage, run_schedule
     from tests.schedule_job import classifier, toy_data
 
     checkpoints = small_disk / "checkpoints"
@@ -180,7 +180,7 @@ def test_a_disk_filling_up_mid_checkpoint_keeps_the_last_epoch_and_the_rerun_res
 
     (small_disk / "filler").unlink()
     caplog.clear()
-    caplog.set_level("INFO", logger="components.schedule")
+    caplog.set_level("INFO", logger="components.train.schedule")
     model, backbone = classifier()
     (result,) = run_schedule(model, backbone, stages, toy_data(), toy_data(seed=1), steps_per_epoch=4,
                              checkpoint_dir=str(checkpoints))

@@ -5,7 +5,7 @@ import os
 import pytest
 import tensorflow as tf
 
-from components import serving_dir
+from components.serve import serving_dir
 
 
 @pytest.fixture

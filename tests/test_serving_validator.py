@@ -4,7 +4,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from components.serving_validator import validate
+from components.serve.serving_validator import validate
 
 BUDGETS = {"p99_ms_batch_1": 1000, "p99_ms_batch_n": 10000, "batch_size": 4}
 

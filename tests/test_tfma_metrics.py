@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from tensorflow_model_analysis.metrics import metric_types
 
-from components.tfma_metrics import MacroRecall
+from components.gate.tfma_metrics import MacroRecall
 
 
 def compute(labels, predicted):

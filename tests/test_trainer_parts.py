@@ -11,8 +11,8 @@ import tensorflow as tf
 import tf_keras
 
 from components import image_ops
-from components.input_pipeline import augment
-from components.schedule import (Stage, WarmupCosine, block_starts, count_trainable, first_trainable_layer,
+from components.train.input_pipeline import augment
+from components.train.schedule import (Stage, WarmupCosine, block_starts, count_trainable, first_trainable_layer,
                                  run_schedule, set_trainable)
 from tests.conftest import REPO, png_bytes
 from tests.schedule_job import blocks_cnn, classifier, toy_data
@@ -256,7 +256,7 @@ def test_the_schedule_runs_under_mirrored_strategy_in_mixed_precision(tmp_path):
 
 
 def test_a_model_trained_in_mixed_precision_is_exported_in_float32():
-    from components.trainer import float32_copy
+    from components.train.trainer import float32_copy
 
     tf_keras.mixed_precision.set_global_policy("mixed_float16")
     try:
@@ -288,7 +288,7 @@ def test_epochs_of_fewer_steps_than_the_data_go_on_through_it():
 
 
 def test_each_epoch_is_logged_within_its_stage_and_keras_counts_nothing(caplog, capsys):
-    caplog.set_level("INFO", logger="components.schedule")
+    caplog.set_level("INFO", logger="components.train.schedule")
     model, backbone = classifier()
     stages = [Stage("head", 2, "none", 1e-2, decay="constant"), Stage("top", 1, "top:3", 1e-3, decay="constant")]
     run_schedule(model, backbone, stages, toy_data(), toy_data(seed=1), steps_per_epoch=2)

@@ -1,8 +1,8 @@
 """RunReport: the run report as a pipeline step, so a Kubeflow run has one too.
 
 Locally ``thaw run`` also writes the same page from the metadata store
-(pipeline.report.write_report); on Kubeflow this step is where it is made. It
-reads only its input artifacts, renders them with pipeline.report, and writes
+(components.report.report.write_report); on Kubeflow this step is where it is made. It
+reads only its input artifacts, renders them with components.report.report, and writes
 one self-contained HTML file at its output's URI: an artifact of KFP's type
 ``system.HTML``, which the KFP UI shows on the run's page.
 
@@ -35,8 +35,8 @@ def RunReport(
     infra_blessing: Input[standard_artifacts.InfraBlessing] = None,
     pushed_model: Input[standard_artifacts.PushedModel] = None,
 ) -> None:
-    from pipeline.report import build  # noqa: PLC0415  (matplotlib and TFMA only when it runs)
-    from pipeline.summary import from_artifacts  # noqa: PLC0415
+    from components.report.report import build  # noqa: PLC0415  (matplotlib and TFMA only when it runs)
+    from components.report.summary import from_artifacts  # noqa: PLC0415
 
     inputs = [ingestion_report, verdict, examples, model, model_run, evaluation, blessing, infra_blessing,
               pushed_model]

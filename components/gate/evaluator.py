@@ -2,7 +2,7 @@
 
 The stock Evaluator takes the baseline as a Model artifact (TFX's Resolver
 gave it the blessed model itself). Ours gets LatestBlessedModel's pointer
-(components.baseline): before TFMA runs, the pointer becomes the model's URI,
+(components.gate.baseline): before TFMA runs, the pointer becomes the model's URI,
 or, when no model was blessed yet, the baseline is dropped and the floors
 alone decide, as on a first run. After a blessing, the blessing records the
 model it blessed, which is what LatestBlessedModel finds on the next run.
@@ -13,7 +13,7 @@ from tfx.components.evaluator import executor as tfx_evaluator
 from tfx.dsl.components.base import executor_spec
 from tfx.types import artifact_utils, standard_component_specs
 
-from components.baseline import baseline_uri, record_blessing
+from components.gate.baseline import baseline_uri, record_blessing
 
 BASELINE = standard_component_specs.BASELINE_MODEL_KEY
 

@@ -4,7 +4,7 @@ Read it top to bottom as the recipe it automates: freeze the backbone and train
 the new head; then unfreeze the backbone's top layers and train again at a
 lower learning rate; recompile at every change of ``trainable``, because Keras
 only picks up which weights train when the model is compiled. BatchNorm stays
-in inference mode throughout (``components.model`` calls the backbone with
+in inference mode throughout (``components.train.model`` calls the backbone with
 ``training=False``).
 
 The schedule runs one epoch at a time, so it can decide between epochs: stop a

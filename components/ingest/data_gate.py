@@ -22,9 +22,9 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
 from components.artifacts import DataVerdict, IngestionReport, read_json, write_json
-from components.baseline import baseline_uri
+from components.gate.baseline import baseline_uri
 from components.model_contract import LABEL_COUNTS_FILE
-from components.image_example_gen import REPORT_FILE
+from components.ingest.image_example_gen import REPORT_FILE
 
 VERDICT_FILE = "verdict.json"
 

@@ -6,7 +6,7 @@ not run (backend/src/v2/compiler/argocompiler/dag.go: "resolver executors not
 implemented"). So the record is kept in the artifacts themselves, which every
 runner writes alike:
 
-- the Evaluator (components.evaluator), when it blesses a model, writes
+- the Evaluator (components.gate.evaluator), when it blesses a model, writes
   ``baseline.json`` into its blessing: the model's URI and when it was blessed;
 - ``LatestBlessedModel`` walks the pipeline root for those records and writes
   the newest one whose model still exists into its own output, a ``Model``
@@ -27,7 +27,7 @@ from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
 from components.artifacts import read_json, write_json
-from components.serving_dir import SAVED_MODEL
+from components.serve.serving_dir import SAVED_MODEL
 
 RECORD_FILE = "baseline.json"
 

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from components.file_lock import exclusive
-from components.serving_runtime import RuntimeBuildError, built_python, cache_dir, output_tail
+from components.serve.serving_runtime import RuntimeBuildError, built_python, cache_dir, output_tail
 
 log = logging.getLogger(__name__)
 

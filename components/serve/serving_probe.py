@@ -1,6 +1,6 @@
 """Checks a SavedModel the way TF Serving will use it, in a process of its own.
 
-  python -m components.serving_probe MODEL_DIR --budgets '{"p99_ms_batch_1": 500, ...}' --max-pixels N
+  python -m components.serve.serving_probe MODEL_DIR --budgets '{"p99_ms_batch_1": 500, ...}' --max-pixels N
 
 Loads the model with ``tf.saved_model.load`` (TensorFlow's C++ runtime, no
 Keras, as TF Serving does), then:

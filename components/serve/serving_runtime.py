@@ -23,7 +23,7 @@ from pathlib import Path
 
 from components.file_lock import exclusive
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "build-serving-runtime.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build-serving-runtime.sh"
 
 
 class ServingRuntimeError(RuntimeError):

@@ -30,9 +30,9 @@ from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 
-from components import image_records
+from components.ingest import image_records
 from components.artifacts import IngestionReport, write_json
-from components.image_records import Item
+from components.ingest.image_records import Item
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
 REPORT_FILE = "ingestion_report.json"

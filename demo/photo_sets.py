@@ -18,7 +18,7 @@ Two sets, by name (``thaw demo --real --photos NAME``):
   poorly here, which is what makes fine-tuning matter.
 - ``lfw``: scikit-image's LFW subset, 100 face and 100 non-face crops of
   Labeled Faces in the Wild photographs, 25x25 grayscale (read in the torch
-  runtime, which has scikit-image; see pipeline.pretrained). Too easy to tell
+  runtime, which has scikit-image; see demo.pretrained). Too easy to tell
   schedules apart: frozen features alone reach 0.97.
 """
 
@@ -35,7 +35,7 @@ import zipfile
 from pathlib import Path
 
 from components.file_lock import exclusive
-from components.serving_runtime import cache_dir, output_tail
+from components.serve.serving_runtime import cache_dir, output_tail
 
 ELPV_PACKAGE = "elpv-dataset"
 ELPV_VERSION = "1.0.0.post1"
@@ -140,7 +140,7 @@ def write_solar_cells(out_dir: Path) -> dict[str, int]:
 
 
 def write_lfw(out_dir: Path) -> dict[str, int]:
-    from pipeline.pretrained import write_lfw_photos
+    from demo.pretrained import write_lfw_photos
 
     return write_lfw_photos(out_dir)
 

@@ -10,7 +10,7 @@ Three sources, chosen by ``backbone.architecture`` and ``backbone.path``:
   ``https://`` handle (downloaded once, compressed, into ``$TFHUB_CACHE_DIR``).
 
 Every source becomes a ``tf_keras.Model`` named ``backbone`` that maps pixels,
-already scaled the way the backbone expects (``components.model`` does that),
+already scaled the way the backbone expects (``components.train.model`` does that),
 to features. The unfreezing schedule sees its layers, top to bottom.
 """
 
@@ -53,7 +53,7 @@ class BackboneError(ValueError):
 @dataclasses.dataclass
 class Backbone:
     model: tf_keras.Model   # pixels (scaled) -> features; its layers are what the schedule unfreezes
-    scaling: str            # the input scaling it expects (see components.model.InputScaling)
+    scaling: str            # the input scaling it expects (see components.train.model.InputScaling)
     source: str             # "applications", "keras" or "hub", for the log
 
 

@@ -2,7 +2,7 @@
 
 The stock Pusher copies straight into the version folder TF Serving polls, so
 TF Serving can load a half-copied model (tfx issue 4466). This one publishes
-through components.serving_dir: staged, saved_model.pb last, renamed into
+through components.serve.serving_dir: staged, saved_model.pb last, renamed into
 place, older versions pruned to the configured number.
 """
 
@@ -12,7 +12,7 @@ from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
-from components import serving_dir
+from components.serve import serving_dir
 
 
 @tfx.dsl.components.component

@@ -2,7 +2,7 @@
 
 TFX 1.21's InfraValidator starts TF Serving in Docker, which a Kubeflow pod or
 this machine cannot do. This component checks the same things from the
-model's side: it runs components.serving_probe in a fresh process that loads
+model's side: it runs components.serve.serving_probe in a fresh process that loads
 the candidate with TensorFlow's C++ runtime (as TF Serving does), replays its
 warmup requests, checks the answers, measures latency against budgets and
 sends bad inputs. A crash, or a hang past the timeout, fails the probe too.
@@ -23,16 +23,16 @@ from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
-from components import serving_runtime
+from components.serve import serving_runtime
 from components.artifacts import write_json
 
 REPORT_FILE = "serving_validation.json"
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def probe(python: str, model_dir: str, budgets: dict, max_pixels: int, timeout_s: int) -> dict:
     """Runs the probe with ``python`` in a fresh process and returns its verdict."""
-    command = [python, "-m", "components.serving_probe", model_dir,
+    command = [python, "-m", "components.serve.serving_probe", model_dir,
                "--budgets", json.dumps(budgets), "--max-pixels", str(max_pixels)]
     # The serving runtime has only TensorFlow: it imports the probe from this checkout.
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [PROJECT_ROOT, os.environ.get("PYTHONPATH")])))

@@ -20,7 +20,7 @@ import tf_keras
 
 from components import image_ops
 from components.model_contract import SERVING_INPUT_KEY, WARMUP_FILE
-from components.preprocessing import IMAGE_KEY
+from components.train.preprocessing import IMAGE_KEY
 
 TOP_K = 5
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from components import image_ops
-from components.preprocessing import IMAGE_KEY, LABEL_ID_KEY
+from components.train.preprocessing import IMAGE_KEY, LABEL_ID_KEY
 
 
 def _files(file_patterns: list[str]) -> list[str]:

@@ -24,12 +24,12 @@ import tf_keras
 
 from components.artifacts import STAGE_RESULTS_FILE, write_json
 from components.model_contract import LABEL_COUNTS_FILE
-from components.backbone import load_backbone
-from components.export import export_model
-from components.input_pipeline import count_labels, first_images, make_dataset
-from components.model import build_classifier, head_kwargs
-from components.preprocessing import LABEL_VOCABULARY
-from components.schedule import run_schedule, stages_from_config, write_results
+from components.train.backbone import load_backbone
+from components.train.export import export_model
+from components.train.input_pipeline import count_labels, first_images, make_dataset
+from components.train.model import build_classifier, head_kwargs
+from components.train.preprocessing import LABEL_VOCABULARY
+from components.train.schedule import run_schedule, stages_from_config, write_results
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components.artifacts import STAGE_RESULTS_FILE, DataVerdict, IngestionReport, read_json
-from components.data_gate import VERDICT_FILE
-from components.image_example_gen import REPORT_FILE
-from components.serving_validator import REPORT_FILE as SERVING_REPORT_FILE
+from components.ingest.data_gate import VERDICT_FILE
+from components.ingest.image_example_gen import REPORT_FILE
+from components.serve.serving_validator import REPORT_FILE as SERVING_REPORT_FILE
 
 _OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
 

@@ -27,8 +27,8 @@ from PIL import Image  # noqa: E402
 
 from components.artifacts import STAGE_RESULTS_FILE, read_json  # noqa: E402
 from components.model_contract import LABEL_COUNTS_FILE  # noqa: E402
-from components.serving_dir import versions  # noqa: E402
-from pipeline.summary import RunSummary, summarize  # noqa: E402
+from components.serve.serving_dir import versions  # noqa: E402
+from components.report.summary import RunSummary, summarize  # noqa: E402
 
 REPORT_FILE = "report.html"
 THUMBNAILS_PER_CLASS = 4

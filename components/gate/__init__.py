@@ -1,0 +1,1 @@
+"""The promotion gate: the baseline (LatestBlessedModel), the Evaluator and its metrics."""

@@ -1,0 +1,1 @@
+"""Ingestion: images in, tf.Examples out (ImageExampleGen), and the data verdict (DataGate)."""

@@ -1,0 +1,1 @@
+"""Training: the user code the stock Transform and Trainer run, and the trainer's parts."""
