@@ -169,7 +169,7 @@ def run_config(name: str, image_size: int, batch: int, warmup: int, steps: int) 
 
     from components.train.backbone import load_backbone
     from components.train.model import build_classifier, head_kwargs
-    from components.train.schedule import count_trainable, describe_trainable, first_trainable_layer, set_trainable
+    from components.train.trainable import count_trainable, describe_trainable, first_trainable_layer, set_trainable
     from pipeline.config import HeadConfig
 
     tf_keras.utils.set_random_seed(0)

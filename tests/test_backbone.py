@@ -13,7 +13,7 @@ import tf_keras
 from components.train.backbone import (APPLICATION_SCALING, BackboneError, feature_layer, load_backbone,
                                  resolve_hub_handle)
 from components.train.model import InputScaling, build_classifier
-from components.train.schedule import first_trainable_layer, set_trainable
+from components.train.trainable import first_trainable_layer, set_trainable
 
 
 def small_cnn(size=16, classes=3):

@@ -59,7 +59,7 @@ def test_every_source_tensor_has_a_keras_layer(source_outputs):
 
 def test_the_loader_cuts_it_and_auto_unfreezes_it_from_the_top_block_down(converted):
     from components.train.backbone import load_backbone
-    from components.train.schedule import first_trainable_layer
+    from components.train.trainable import first_trainable_layer
 
     backbone = load_backbone({"path": converted["backbone"]}, 96)
     assert backbone.model.layers[-1].name == "top_activation"

@@ -155,7 +155,8 @@ def test_a_disk_filling_up_mid_push_leaves_the_served_version_alone(small_disk, 
 def test_a_disk_filling_up_mid_checkpoint_keeps_the_last_epoch_and_the_rerun_resumes(small_disk, caplog):
     import tf_keras
 
-    from components.train.schedule import STATE_FILE, CheckpointError, Stage, run_schedule
+    from components.train.checkpoints import STATE_FILE, CheckpointError
+    from components.train.schedule import Stage, run_schedule
     from tests.schedule_job import classifier, toy_data
 
     checkpoints = small_disk / "checkpoints"

@@ -12,8 +12,9 @@ import tf_keras
 
 from components import image_ops
 from components.train.input_pipeline import augment
-from components.train.schedule import (Stage, WarmupCosine, block_starts, count_trainable, first_trainable_layer,
-                                 run_schedule, set_trainable)
+from components.train.optimizers import WarmupCosine
+from components.train.schedule import Stage, run_schedule
+from components.train.trainable import block_starts, count_trainable, first_trainable_layer, set_trainable
 from tests.conftest import REPO, png_bytes
 from tests.schedule_job import blocks_cnn, classifier, toy_data
 
