@@ -3,7 +3,8 @@
 import re
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
+
 
 
 def dockerfile_instructions():

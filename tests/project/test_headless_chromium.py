@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import png_bytes
-from tests.headless_chromium import chromium, render
+from tests.support.headless_chromium import chromium, render
 
 pytestmark = pytest.mark.skipif(
     chromium() is None, reason="no chromium on PATH: install Debian's chromium (apt-get install chromium)")

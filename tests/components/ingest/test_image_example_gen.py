@@ -24,6 +24,8 @@ from components import image_ops
 from components.ingest import image_records
 from components.serve.serving_probe import bomb_png
 
+from tests.conftest import REPO
+
 SPLITS = [("train", 0.5), ("eval", 0.5)]
 
 
@@ -348,7 +350,7 @@ def test_beam_workers_never_import_tensorflow():
     code = ("import sys, components.ingest.image_records; "
             "print('tensorflow' in sys.modules, 'tfx' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            cwd=str(Path(__file__).resolve().parent.parent))
+                            cwd=str(REPO))
     assert result.stdout.split() == ["False", "False"]
 
 

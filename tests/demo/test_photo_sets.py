@@ -15,7 +15,9 @@ from PIL import Image
 
 from demo import photo_sets
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import REPO
+
+ROOT = str(REPO)
 
 
 @pytest.fixture(scope="module")

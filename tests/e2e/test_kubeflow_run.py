@@ -8,7 +8,7 @@
 3. a ``data_limits`` runtime parameter no data set meets: the data gate stops
    the run, which ends with the stopped-run report and no Trainer.
 
-The bridges over what kfp.local lacks are in tests/kfp_local.py.
+The bridges over what kfp.local lacks are in tests/support/kfp_local.py.
 """
 
 import json
@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from pipeline import cli
-from tests import kfp_local
+from tests.support import kfp_local
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,8 @@ import pytest
 from pipeline import config as config_lib
 from pipeline.config import ConfigError
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
+
 
 
 def write(path: Path, text: str) -> Path:

@@ -157,7 +157,7 @@ def test_a_disk_filling_up_mid_checkpoint_keeps_the_last_epoch_and_the_rerun_res
 
     from components.train.checkpoints import STATE_FILE, CheckpointError
     from components.train.schedule import Stage, run_schedule
-    from tests.schedule_job import classifier, toy_data
+    from tests.support.schedule_job import classifier, toy_data
 
     checkpoints = small_disk / "checkpoints"
     stages = [Stage("head", 3, "none", 1e-2, decay="constant")]

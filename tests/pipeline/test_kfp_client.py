@@ -10,8 +10,8 @@ import json
 import pytest
 
 from pipeline import cli
-from tests.http_fakes import json_server
-from tests.test_kubeflow import CLUSTER
+from tests.support.http_fakes import json_server
+from tests.pipeline.test_kubeflow import CLUSTER
 
 
 class FakeKfp:

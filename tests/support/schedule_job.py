@@ -1,6 +1,6 @@
 """A small schedule run, shared by the schedule tests and run in subprocesses by them.
 
-    python -m tests.schedule_job CHECKPOINT_DIR [--kill-at-epoch N] [--replicas N] [--mixed]
+    python -m tests.support.schedule_job CHECKPOINT_DIR [--kill-at-epoch N] [--replicas N] [--mixed]
 
 prints one JSON line: the epochs this process trained (numbered across
 stages), each stage's result and a digest of the final weights. With
@@ -122,7 +122,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     import components  # noqa: F401  (the one Keras)
 
     main()

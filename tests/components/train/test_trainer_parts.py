@@ -16,7 +16,7 @@ from components.train.optimizers import WarmupCosine
 from components.train.schedule import Stage, run_schedule
 from components.train.trainable import block_starts, count_trainable, first_trainable_layer, set_trainable
 from tests.conftest import REPO, png_bytes
-from tests.schedule_job import blocks_cnn, classifier, toy_data
+from tests.support.schedule_job import blocks_cnn, classifier, toy_data
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P"])
@@ -217,7 +217,7 @@ def test_per_block_learning_rate_decay_moves_earlier_blocks_less(optimizer):
 
 
 def run_job(checkpoint_dir, *args):
-    proc = subprocess.run([sys.executable, "-m", "tests.schedule_job", str(checkpoint_dir), *args],
+    proc = subprocess.run([sys.executable, "-m", "tests.support.schedule_job", str(checkpoint_dir), *args],
                           capture_output=True, text=True, cwd=REPO, timeout=600)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     return proc, (json.loads(lines[-1]) if lines else None)

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-K8S = Path(__file__).resolve().parent.parent / "k8s"
+from tests.conftest import REPO
+
+K8S = REPO / "k8s"
 TARGETS = ["overlays/local", "overlays/gpu", "overlays/prod", "pipeline"]
 
 

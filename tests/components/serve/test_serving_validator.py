@@ -6,6 +6,8 @@ import tensorflow as tf
 
 from components.serve.serving_validator import validate
 
+from tests.conftest import REPO
+
 BUDGETS = {"p99_ms_batch_1": 1000, "p99_ms_batch_n": 10000, "batch_size": 4}
 
 
@@ -65,7 +67,7 @@ def test_the_serving_version_is_the_tf_serving_image_in_k8s_and_the_dockerfile()
     from pipeline.config import ServingConfig
 
     version = ServingConfig().tf_version
-    k8s = Path(__file__).resolve().parent.parent / "k8s"
+    k8s = REPO / "k8s"
     assert f"image: tensorflow/serving:{version}\n" in (k8s / "base" / "deployment.yaml").read_text()
     assert f"newTag: {version}-gpu}}" in (k8s / "overlays" / "gpu" / "kustomization.yaml").read_text()
     dockerfile = (k8s.parent / "Dockerfile").read_text()

@@ -8,7 +8,8 @@ import pytest
 
 from pipeline import cli
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
+
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["ingest", "--help"], ["demo", "--help"],

@@ -3,7 +3,8 @@
 import ast
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
+
 PACKAGES = ("pipeline", "components", "demo")
 # A file over this many lines says why in its opening docstring, in a
 # sentence that starts with "Long because".

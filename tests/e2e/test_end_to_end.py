@@ -14,12 +14,12 @@ import pytest
 from pipeline import cli
 from pipeline import config as config_lib
 from pipeline.runners import run_local
-from tests.headless_chromium import chromium, render
-from tests.http_fakes import json_server
+from tests.support.headless_chromium import chromium, render
+from tests.support.http_fakes import json_server
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parent.parent
 STEPS = []  # the first run's progress: (k, n, node, state)
 
 # Loads the pushed SavedModel the way TF Serving does (no Keras, no Thaw code)
