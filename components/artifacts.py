@@ -28,7 +28,7 @@ def write_json(data, folder: str, *names: str) -> str:
 
 class IngestionReport(Artifact):
     """What ingestion did with every file: counts per split and class, and each
-    quarantined path with its reason (ingestion_report.json)."""
+    quarantined path with its reason code and detail (ingestion_report.json)."""
 
     # namespace.Name: the form Kubeflow Pipelines v2 requires of custom types.
     TYPE_NAME = "thaw.IngestionReport"

@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser(
         "ingest", help="ingest and validate images only, and say what became of every file",
         description="Run ingestion and data validation alone: every file is ingested or quarantined with "
-                    "a reason, statistics are checked against the schema, and the data is judged "
+                    "a reason code, statistics are checked against the schema, and the data is judged "
                     "(bad-file share, images per class, balance, drift). Exits 3 when the data would "
                     "stop a run.",
         epilog="example: thaw ingest ~/images --output runs/check --json")

@@ -3,8 +3,9 @@
 No stock ExampleGen reads images, so this is ours. It accounts for every file:
 each one is either ingested as one tf.Example (the encoded bytes as stored, the
 label, its size and format, where it came from, a content hash) or quarantined
-with a reason, listed in the report artifact. Splits are assigned by a hash of
-each image's content, so adding images never reshuffles the ones already there.
+with a reason code and its detail (``quarantine.py``), listed in the report
+artifact. Splits are assigned by a hash of each image's content, so adding
+images never reshuffles the ones already there.
 
 It runs as a Beam pipeline in two passes, so memory stays flat however many
 images there are: the first reads and hashes every file and groups only the
@@ -33,6 +34,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from components.ingest import image_records
 from components.artifacts import IngestionReport, write_json
 from components.ingest.image_records import Item
+from components.ingest.quarantine import Quarantined, Reason, count_by_code, describe_counts
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
 REPORT_FILE = "ingestion_report.json"
@@ -91,13 +93,14 @@ class RootGuard:
         real = os.path.realpath(path)
         return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in self.local)
 
-    def reason(self, path: str) -> str:
+    def refuse(self, shown: str, path: str) -> Quarantined:
         where = path if "://" in path else f"{path} (resolved: {os.path.realpath(path)})"
-        return (f"outside the data root: {where} is not under {self.shown}; add its folder to "
-                "data.allowed_roots if it should be read")
+        return Quarantined(shown, Reason.OUTSIDE_DATA_ROOT, f"{where} is not under {self.shown}; add its "
+                                                            "folder to data.allowed_roots if it should be read")
 
 
-def _walk(top: str, guard: RootGuard, data_root: str, quarantined: list[dict]) -> Iterable[tuple[str, list[str]]]:
+def _walk(top: str, guard: RootGuard, data_root: str,
+          quarantined: list[Quarantined]) -> Iterable[tuple[str, list[str]]]:
     """(folder, file names) under ``top``. Local symlinked folders are followed once each, and
     not at all when they lead out of the roots or back into a folder already walked (a loop)."""
     if "://" in top:
@@ -111,17 +114,17 @@ def _walk(top: str, guard: RootGuard, data_root: str, quarantined: list[dict]) -
             path = os.path.join(dirpath, name)
             real, shown = os.path.realpath(path), os.path.relpath(path, data_root) + "/"
             if not guard.inside(path):
-                quarantined.append({"path": shown, "reason": guard.reason(path)})
+                quarantined.append(guard.refuse(shown, path))
             elif real in seen or here.startswith(real.rstrip(os.sep) + os.sep):
-                quarantined.append({"path": shown, "reason": f"symlink loop: it leads back to {real}, "
-                                                            "which is read already"})
+                quarantined.append(Quarantined(shown, Reason.SYMLINK_LOOP,
+                                               f"it leads back to {real}, which is read already"))
             else:
                 continue
             dirnames.remove(name)
         yield dirpath, filenames
 
 
-def list_folder(data_root: str, allowed_roots: Iterable[str] = ()) -> tuple[list[Item], list[dict]]:
+def list_folder(data_root: str, allowed_roots: Iterable[str] = ()) -> tuple[list[Item], list[Quarantined]]:
     """Items of a folder of class-named subfolders; the label is the top-level folder's name.
 
     Files directly under the root belong to no class and empty class folders
@@ -129,15 +132,16 @@ def list_folder(data_root: str, allowed_roots: Iterable[str] = ()) -> tuple[list
     """
     guard = RootGuard(data_root, allowed_roots)
     items: list[Item] = []
-    quarantined: list[dict] = []
+    quarantined: list[Quarantined] = []
     for entry in sorted(tf.io.gfile.listdir(data_root)):
         name = entry.rstrip("/")
         path = os.path.join(data_root, name)
         if not tf.io.gfile.isdir(path):
-            quarantined.append({"path": name, "reason": "not in a class folder: move it into a subfolder named after its class"})
+            quarantined.append(Quarantined(name, Reason.NOT_IN_CLASS_FOLDER,
+                                           "move it into a subfolder named after its class"))
             continue
         if not guard.inside(path):
-            quarantined.append({"path": name + "/", "reason": guard.reason(path)})
+            quarantined.append(guard.refuse(name + "/", path))
             continue
         found = 0
         for dirpath, filenames in _walk(path, guard, data_root, quarantined):
@@ -147,10 +151,10 @@ def list_folder(data_root: str, allowed_roots: Iterable[str] = ()) -> tuple[list
                 if guard.inside(full) or not os.path.exists(full):  # a dangling link is reported as missing
                     items.append((full, shown, name))
                 else:
-                    quarantined.append({"path": shown, "reason": guard.reason(full)})
+                    quarantined.append(guard.refuse(shown, full))
                 found += 1
         if not found:
-            quarantined.append({"path": name + "/", "reason": "empty class folder: it holds no files"})
+            quarantined.append(Quarantined(name + "/", Reason.EMPTY_CLASS_FOLDER))
     return items, quarantined
 
 
@@ -175,7 +179,7 @@ def _manifest_rows(manifest: str) -> Iterable[tuple[int, dict]]:
                 yield number, row if isinstance(row, dict) else {"error": "not a JSON object"}
 
 
-def list_manifest(manifest: str, allowed_roots: Iterable[str] = ()) -> tuple[list[Item], list[dict]]:
+def list_manifest(manifest: str, allowed_roots: Iterable[str] = ()) -> tuple[list[Item], list[Quarantined]]:
     """Items of a CSV (header uri,label) or JSONL ({"uri": ..., "label": ...}) manifest.
 
     Relative uris are read from the manifest's folder, the data root; a uri
@@ -186,22 +190,22 @@ def list_manifest(manifest: str, allowed_roots: Iterable[str] = ()) -> tuple[lis
     name = os.path.basename(manifest)
     guard = RootGuard(base, allowed_roots)
     items: list[Item] = []
-    quarantined: list[dict] = []
+    quarantined: list[Quarantined] = []
     for number, row in _manifest_rows(manifest):
         uri, label = str(row.get("uri") or "").strip(), str(row.get("label") or "").strip()
         if row.get("error") or not uri or not label:
-            reason = row.get("error") or f"needs both a uri and a label, got uri={uri!r} label={label!r}"
-            quarantined.append({"path": f"{name}:{number}", "reason": f"bad manifest row: {reason}"})
+            detail = row.get("error") or f"needs both a uri and a label, got uri={uri!r} label={label!r}"
+            quarantined.append(Quarantined(f"{name}:{number}", Reason.BAD_MANIFEST_ROW, detail))
             continue
         full = uri if "://" in uri or os.path.isabs(uri) else os.path.join(base, uri)
         if guard.inside(full):
             items.append((full, uri, label))
         else:
-            quarantined.append({"path": f"{name}:{number}", "reason": guard.reason(full)})
+            quarantined.append(guard.refuse(f"{name}:{number}", full))
     return items, quarantined
 
 
-def list_images(data: str, allowed_roots: Iterable[str] = ()) -> tuple[list[Item], list[dict]]:
+def list_images(data: str, allowed_roots: Iterable[str] = ()) -> tuple[list[Item], list[Quarantined]]:
     """Everything to ingest from ``data``: a folder of class folders, or a manifest file."""
     if data.endswith(MANIFEST_SUFFIXES) and tf.io.gfile.exists(data) and not tf.io.gfile.isdir(data):
         return list_manifest(data, allowed_roots)
@@ -236,7 +240,7 @@ def _read_outcomes(outcome_dir: str) -> Iterable[dict]:
                     yield json.loads(line)
 
 
-def build_report(lines: Iterable[dict], listing_quarantine: list[dict], files_seen: int) -> dict:
+def build_report(lines: Iterable[dict], listing_quarantine: list[Quarantined], files_seen: int) -> dict:
     """Folds per-file outcomes into the counts a person and later stages read.
 
     It streams the outcomes: what it keeps per ingested image is two integers
@@ -249,7 +253,7 @@ def build_report(lines: Iterable[dict], listing_quarantine: list[dict], files_se
     labels = set()
     for line in lines:
         if line["kind"] == "quarantine":
-            quarantined.append({"path": line["path"], "reason": line["reason"]})
+            quarantined.append(Quarantined(line["path"], Reason(line["code"]), line["detail"]))
             labels.add(line.get("label", ""))
             continue
         per_split[line["split"]] = per_split.get(line["split"], 0) + 1
@@ -257,7 +261,7 @@ def build_report(lines: Iterable[dict], listing_quarantine: list[dict], files_se
         counts[line["split"]] = counts.get(line["split"], 0) + 1
         widths.append(line["width"])
         heights.append(line["height"])
-    quarantined.sort(key=lambda q: q["path"])
+    quarantined.sort(key=lambda q: q.path)
     return {
         "classes": sorted(per_class),
         "ingested": sum(per_split.values()),
@@ -269,7 +273,8 @@ def build_report(lines: Iterable[dict], listing_quarantine: list[dict], files_se
             "height": _percentiles(heights),
             "longer_side": _size_histogram([max(w, h) for w, h in zip(widths, heights)]),
         },
-        "quarantined": quarantined,
+        "quarantined": [q.to_json() for q in quarantined],
+        "quarantined_by_code": count_by_code(quarantined),
         # Classes every one of whose files was quarantined: no image to learn them from.
         "classes_without_images": sorted(labels - set(per_class) - {""}),
     }
@@ -284,11 +289,7 @@ def check_usable(report: dict, split_names: list[str], report_path: str) -> None
     empty = [name for name in split_names if not report["splits"].get(name)]
     if not empty:
         return
-    reasons: dict[str, int] = {}
-    for q in report["quarantined"]:
-        key = q["reason"].split(":")[0]
-        reasons[key] = reasons.get(key, 0) + 1
-    common = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:5])
+    common = describe_counts(report["quarantined_by_code"])
     raise ValueError(
         f"split(s) {', '.join(empty)} got no images: {report['ingested']} of {report['files_seen']} files "
         f"ingested{'; quarantined: ' + common if common else ''}. Every file and its reason is in "
@@ -301,8 +302,8 @@ def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
     """Runs ingestion on ``pipeline`` and returns the report it wrote.
 
     Writes gzipped TFRecords under ``examples_dir/Split-<name>/`` and the
-    report (counts, sizes, and every quarantined path with its reason) to
-    ``report_dir``.
+    report (counts, sizes, every quarantined path with its code and detail, and
+    files per code) to ``report_dir``.
     """
     split_names = [name for name, _ in splits]
     items, listing_quarantine = list_images(data, allowed_roots)

@@ -20,6 +20,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
+from components.ingest.quarantine import Reason
+
 # Formats the shared decoder (tf.io.decode_image) reads as stored.
 DECODABLE_FORMATS = {"JPEG": "jpeg", "PNG": "png", "GIF": "gif", "BMP": "bmp"}
 # Pixel modes it reads as stored; other modes (CMYK JPEG, 16-bit PNG, ...) are
@@ -36,7 +38,11 @@ Item = tuple[str, str, str]
 
 
 class Refused(Exception):
-    """A file that is not read, and why (the quarantine reason)."""
+    """A file that is not read: its quarantine code and the detail."""
+
+    def __init__(self, code: Reason, detail: str):
+        super().__init__(f"{code.value}: {detail}")
+        self.code, self.detail = code, detail
 
 
 _KINDS = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
@@ -55,18 +61,19 @@ def read(uri: str, limit: int) -> bytes:
             fd = os.open(uri, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise Refused(f"symlink loop: {uri} never resolves to a file") from exc
+                raise Refused(Reason.SYMLINK_LOOP, f"{uri} never resolves to a file") from exc
             raise
         with os.fdopen(fd, "rb") as f:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 kind = next((name for test, name in _KINDS if test(info.st_mode)), "not a regular file")
-                raise Refused(f"not a regular file: {uri} is {kind}; only image files are read")
+                raise Refused(Reason.NOT_REGULAR_FILE, f"{uri} is {kind}; only image files are read")
             if info.st_size > limit:
-                raise Refused(f"too large: {info.st_size} bytes, over the limit of {limit} (data.max_file_bytes)")
+                raise Refused(Reason.OVER_MAX_FILE_BYTES,
+                              f"{info.st_size} bytes, over the limit of {limit} (data.max_file_bytes)")
             data = f.read(limit + 1)
     if len(data) > limit:
-        raise Refused(f"too large: over the limit of {limit} bytes (data.max_file_bytes)")
+        raise Refused(Reason.OVER_MAX_FILE_BYTES, f"over the limit of {limit} bytes (data.max_file_bytes)")
     return data
 
 
@@ -75,18 +82,18 @@ def content_key(record: dict) -> tuple[str, tuple[str, str]]:
     return record["sha256"], (record["path"], record["label"])
 
 
-def decide_duplicates(group: tuple[str, Iterable[tuple[str, str]]]) -> Iterable[tuple[str, str]]:
-    """(shown path, reason) for each copy to drop: identical content is kept once, and
-    the same content under two labels is a conflict, so no copy is kept."""
+def decide_duplicates(group: tuple[str, Iterable[tuple[str, str]]]) -> Iterable[tuple[str, tuple[str, str]]]:
+    """(shown path, (code, detail)) for each copy to drop: identical content is kept once,
+    and the same content under two labels is a conflict, so no copy is kept."""
     _, copies = group
     copies = sorted(copies)
     labels = sorted({label for _, label in copies})
     if len(labels) > 1:
         for path, _ in copies:
-            yield path, f"label conflict: the same image is labelled {', '.join(labels)}"
+            yield path, (Reason.LABEL_CONFLICT.value, f"the same image is labelled {', '.join(labels)}")
         return
     for path, _ in copies[1:]:
-        yield path, f"duplicate of {copies[0][0]}"
+        yield path, (Reason.DUPLICATE.value, f"a copy of {copies[0][0]}")
 
 
 # Signature -> (format, how a whole file of it ends); a file that starts like an
@@ -108,26 +115,31 @@ def cut_short(data: bytes) -> str | None:
 
 
 def _truncated(fmt: str, data: bytes) -> str:
-    return (f"truncated: a {fmt} file cut short after {len(data)} bytes (it has no end-of-image marker); "
+    return (f"a {fmt} file cut short after {len(data)} bytes (it has no end-of-image marker); "
             "copy it again from its source")
+
+
+def quarantine(path: str, label: str, code: Reason, detail: str) -> dict:
+    """A quarantine record as it travels through Beam: plain strings, so every worker reads it."""
+    return {"kind": "quarantine", "path": path, "label": label, "code": code.value, "detail": detail}
 
 
 def inspect_image(uri: str, shown: str, label: str, max_pixels: int, min_side: int = 1,
                   max_bytes: int = 64 << 20) -> dict:
     """Reads and checks one file. Returns an 'example' record or a 'quarantine' one."""
-    def bad(reason: str) -> dict:
-        return {"kind": "quarantine", "path": shown, "label": label, "reason": reason}
+    def bad(code: Reason, detail: str) -> dict:
+        return quarantine(shown, label, code, detail)
 
     try:
         data = read(uri, max_bytes)
     except Refused as exc:
-        return bad(str(exc))
+        return bad(exc.code, exc.detail)
     except FileNotFoundError:
-        return bad(f"missing: no file at {uri}")
+        return bad(Reason.MISSING, f"no file at {uri}")
     except Exception as exc:  # noqa: BLE001 (permissions, a broken mount, a GCS error: per file)
-        return bad(f"unreadable: {exc}")
+        return bad(Reason.UNREADABLE, str(exc))
     if not data:
-        return bad("empty file")
+        return bad(Reason.EMPTY, "")
     try:
         # Image.open reads only the header: the pixel count is checked before
         # any decoding, so a decompression bomb never allocates its pixels.
@@ -135,13 +147,13 @@ def inspect_image(uri: str, shown: str, label: str, max_pixels: int, min_side: i
             fmt, (width, height) = probe.format, probe.size
     except Exception:  # PIL raises many types for "not an image"
         started_as = cut_short(data)
-        return bad(_truncated(started_as, data) if started_as else "not an image (no known image header)")
+        return bad(Reason.TRUNCATED, _truncated(started_as, data)) if started_as else bad(Reason.NOT_AN_IMAGE, "")
     if fmt not in DECODABLE_FORMATS:
-        return bad(f"unsupported format {fmt}: convert it to JPEG or PNG")
+        return bad(Reason.UNSUPPORTED_FORMAT, f"{fmt}; convert it to JPEG or PNG")
     if width * height > max_pixels:
-        return bad(f"too large: {width}x{height} pixels is over the limit of {max_pixels} (data.max_pixels)")
+        return bad(Reason.TOO_LARGE, f"{width}x{height} pixels is over the limit of {max_pixels} (data.max_pixels)")
     if min(width, height) < min_side:
-        return bad(f"too small: {width}x{height} pixels, under the minimum side of {min_side} (data.min_side)")
+        return bad(Reason.TOO_SMALL, f"{width}x{height} pixels, under the minimum side of {min_side} (data.min_side)")
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
@@ -151,8 +163,8 @@ def inspect_image(uri: str, shown: str, label: str, max_pixels: int, min_side: i
                 png = _as_png(image)
     except Exception as exc:  # noqa: BLE001 (PIL raises many types for damaged pixels)
         started_as = cut_short(data)
-        return bad(_truncated(started_as, data) if started_as else
-                   f"corrupt {fmt}: {exc}; the file is whole but its pixels are damaged: export it again")
+        return bad(Reason.TRUNCATED, _truncated(started_as, data)) if started_as else bad(
+            Reason.CORRUPT, f"{fmt}: {exc}; the file is whole but its pixels are damaged: export it again")
     return {
         "kind": "example",
         "path": shown,
@@ -239,8 +251,7 @@ def to_example(record: dict) -> bytes:
 def outcome(record: dict) -> str:
     """What the report needs of one file: small, so the outcomes of millions fit."""
     if record["kind"] == "quarantine":
-        return json.dumps({"kind": "quarantine", "path": record["path"], "label": record.get("label", ""),
-                           "reason": record["reason"]})
+        return json.dumps({key: record[key] for key in ("kind", "path", "label", "code", "detail")})
     return json.dumps({"kind": "example", "split": record["split"], "label": record["label"],
                        "width": record["width"], "height": record["height"]})
 
@@ -258,19 +269,20 @@ def inspect_item(item: Item, splits: list, max_pixels: int, min_side: int, max_b
 def finish(record: dict, dropped: dict, max_bytes: int) -> dict:
     """Second pass, per file: a copy (or conflict) among the decodable images is quarantined;
     any other image is read again for its bytes, which must be the bytes checked."""
-    def bad(reason: str) -> dict:
-        return {"kind": "quarantine", "path": record["path"], "label": record["label"], "reason": reason}
+    def changed(detail: str) -> dict:
+        return quarantine(record["path"], record["label"], Reason.CHANGED_DURING_INGESTION, detail)
 
     if record["kind"] != "example":
         return record
     if record["path"] in dropped:
-        return bad(dropped[record["path"]])
+        code, detail = dropped[record["path"]]
+        return quarantine(record["path"], record["label"], Reason(code), detail)
     try:
         data = read(record["uri"], max_bytes)
     except Exception as exc:  # noqa: BLE001 (removed or replaced by another kind of file meanwhile)
-        return bad(f"changed during ingestion: it could not be read again ({exc}); rerun")
+        return changed(f"it could not be read again ({exc}); rerun")
     if hashlib.sha256(data).hexdigest() != record["sha256"]:
-        return bad("changed during ingestion: its content differs from the content checked; rerun")
+        return changed("its content differs from the content checked; rerun")
     if record["reencoded"]:
         with Image.open(io.BytesIO(data)) as image:
             data = _as_png(image)

@@ -1,7 +1,10 @@
-"""ImageExampleGen: every file is ingested or quarantined with a reason.
+"""ImageExampleGen: every file is ingested or quarantined with a reason code.
 
 The fixture set holds every bad kind and every awkward good kind; the real Beam
-pipeline runs over it and each file's fate is asserted.
+pipeline runs over it and each file's fate is asserted by its code, never by
+the wording of its detail, which may change. Over 400 lines: the pipeline runs
+once per module over the shared fixture set, so the tests that read its run
+stay together.
 """
 
 import hashlib
@@ -22,6 +25,7 @@ from PIL import Image
 from components.ingest import image_example_gen as ieg
 from components import image_ops
 from components.ingest import image_records
+from components.ingest.quarantine import Quarantined, Reason
 from components.serve.serving_probe import bomb_png
 
 from tests.conftest import REPO
@@ -48,7 +52,15 @@ def sixteen_bit_png() -> bytes:
     return encode(Image.fromarray(pixels, "I;16"), "PNG")
 
 
-# path -> None (ingested) or the start of the quarantine reason.
+def damaged_png() -> bytes:
+    """A whole PNG (it ends with IEND) whose compressed pixels are not zlib data."""
+    data = bytearray(encode(noise("RGB", seed=19), "PNG"))
+    start = data.index(b"IDAT") + 4
+    data[start:start + 2] = b"\0\0"  # the zlib header
+    return bytes(data)
+
+
+# path -> None (ingested) or its quarantine code.
 FATES = {
     "cat/gray.png": None,
     "cat/rgb.jpg": None,
@@ -61,23 +73,36 @@ FATES = {
     "dog/cmyk.jpg": None,
     "dog/sixteen.png": None,
     "dog/rgb.png": None,
-    "dog/z-copy-of-rgb.png": "duplicate of dog/rgb.png",
-    "cat/clash.png": "label conflict",
-    "dog/clash.png": "label conflict",
-    "dog/empty.png": "empty file",
-    "dog/notes.jpg": "not an image",
-    "dog/truncated.png": "truncated: a PNG file cut short after 400 bytes",
-    "dog/cut.jpg": "truncated: a JPEG file cut short",
-    "dog/cut-header.jpg": "truncated: a JPEG file cut short after 12 bytes",
-    "cat/readme.jpg": "not an image",  # the same text under two classes: not a label conflict
-    "dog/readme.jpg": "not an image",
-    "bird/broken.png": "not an image",  # bird's only file: a class with no usable image
-    "dog/huge.png": "too large: 300x300",
-    "dog/bomb.png": "too large: 60000x60000",
-    "dog/tiny.png": "too small: 4x4",
-    "dog/scan.tif": "unsupported format TIFF",
-    "stray.png": "not in a class folder",
-    "empty-class/": "empty class folder",
+    "dog/z-copy-of-rgb.png": Reason.DUPLICATE,
+    "cat/clash.png": Reason.LABEL_CONFLICT,
+    "dog/clash.png": Reason.LABEL_CONFLICT,
+    "dog/empty.png": Reason.EMPTY,
+    "dog/notes.jpg": Reason.NOT_AN_IMAGE,
+    "dog/truncated.png": Reason.TRUNCATED,
+    "dog/cut.jpg": Reason.TRUNCATED,
+    "dog/cut-header.jpg": Reason.TRUNCATED,
+    "dog/damaged.png": Reason.CORRUPT,
+    "cat/readme.jpg": Reason.NOT_AN_IMAGE,  # the same text under two classes: not a label conflict
+    "dog/readme.jpg": Reason.NOT_AN_IMAGE,
+    "bird/broken.png": Reason.NOT_AN_IMAGE,  # bird's only file: a class with no usable image
+    "dog/huge.png": Reason.TOO_LARGE,
+    "dog/bomb.png": Reason.TOO_LARGE,
+    "dog/tiny.png": Reason.TOO_SMALL,
+    "dog/scan.tif": Reason.UNSUPPORTED_FORMAT,
+    "stray.png": Reason.NOT_IN_CLASS_FOLDER,
+    "empty-class/": Reason.EMPTY_CLASS_FOLDER,
+}
+
+# The test that produces each code FATES lacks: every code has a fixture.
+ELSEWHERE = {
+    Reason.OUTSIDE_DATA_ROOT: "test_hostile_manifest_rows_are_quarantined_unread_and_nothing_hangs",
+    Reason.BAD_MANIFEST_ROW: "test_a_manifest_is_ingested_with_its_bad_rows_reported",
+    Reason.SYMLINK_LOOP: "test_hostile_manifest_rows_are_quarantined_unread_and_nothing_hangs",
+    Reason.NOT_REGULAR_FILE: "test_hostile_manifest_rows_are_quarantined_unread_and_nothing_hangs",
+    Reason.OVER_MAX_FILE_BYTES: "test_hostile_manifest_rows_are_quarantined_unread_and_nothing_hangs",
+    Reason.MISSING: "test_a_manifest_is_ingested_with_its_bad_rows_reported",
+    Reason.UNREADABLE: "test_a_file_no_filesystem_can_open_is_unreadable",
+    Reason.CHANGED_DURING_INGESTION: "test_a_file_changed_between_the_two_passes_is_not_ingested_as_checked",
 }
 
 
@@ -104,6 +129,7 @@ def messy(tmp_path_factory) -> Path:
         "dog/truncated.png": encode(noise("RGB", size=(200, 200), seed=12), "PNG")[:400],
         "dog/cut.jpg": encode(noise("RGB", size=(200, 200), seed=17), "JPEG")[:3000],
         "dog/cut-header.jpg": encode(noise("RGB", seed=18), "JPEG")[:12],
+        "dog/damaged.png": damaged_png(),
         "cat/readme.jpg": b"the same notes, filed twice\n",
         "dog/readme.jpg": b"the same notes, filed twice\n",
         "bird/broken.png": b"not pixels either\n",
@@ -144,21 +170,61 @@ def ingested(messy, tmp_path_factory):
     return run_ingest(str(messy), out), read_examples(out), out
 
 
+def fields(q) -> tuple[str, Reason, str]:
+    """(path, code, detail) of a report's entry, read as stored, or of a listing's Quarantined."""
+    return (q.path, q.code, q.detail) if isinstance(q, Quarantined) else (q["path"], Reason(q["code"]), q["detail"])
+
+
+def codes(quarantined: list) -> dict[str, Reason]:
+    return {path: code for path, code, _ in map(fields, quarantined)}
+
+
+def details(quarantined: list) -> dict[str, str]:
+    return {path: detail for path, _, detail in map(fields, quarantined)}
+
+
 def test_every_file_is_ingested_or_quarantined_with_its_reason(ingested):
     report, examples, _ = ingested
-    reasons = {q["path"]: q["reason"] for q in report["quarantined"]}
+    found = codes(report["quarantined"])
     sources = {feature(e, "source").decode() for e in examples}
     for path, fate in FATES.items():
         if fate is None:
-            assert path in sources, f"{path} should be ingested; quarantined as {reasons.get(path)}"
+            assert path in sources, f"{path} should be ingested; quarantined as {found.get(path)}"
         else:
-            assert reasons.get(path, "").startswith(fate), f"{path}: {reasons.get(path)!r}, want {fate!r}"
-    assert sources | set(reasons) == set(FATES)
+            assert found.get(path) is fate, f"{path}: {found.get(path)}, want {fate}"
+    assert sources | set(found) == set(FATES)
     assert report["ingested"] == len(examples) == 11
-    assert report["files_seen"] == 26  # files in class folders; the stray and the empty folder are listed apart
+    assert report["files_seen"] == 27  # files in class folders; the stray and the empty folder are listed apart
     assert report["classes"] == ["cat", "dog"]
     assert report["classes_without_images"] == ["bird"]
     assert sum(report["splits"].values()) == 11
+
+
+def test_each_quarantined_file_has_its_code_its_detail_and_one_line_for_old_readers(ingested):
+    report, _, _ = ingested
+    said = details(report["quarantined"])
+    assert said["dog/truncated.png"].startswith("a PNG file cut short after 400 bytes")
+    assert said["dog/cut-header.jpg"].startswith("a JPEG file cut short after 12 bytes")
+    assert said["dog/bomb.png"].startswith("60000x60000 pixels") and "(data.max_pixels)" in said["dog/bomb.png"]
+    assert said["dog/tiny.png"].startswith("4x4 pixels") and "(data.min_side)" in said["dog/tiny.png"]
+    assert said["dog/scan.tif"].startswith("TIFF")
+    assert said["dog/damaged.png"].startswith("PNG: ")
+    assert said["dog/z-copy-of-rgb.png"] == "a copy of dog/rgb.png"
+    assert said["cat/clash.png"] == "the same image is labelled cat, dog"
+    for entry in report["quarantined"]:
+        assert set(entry) == {"path", "code", "detail", "reason"}
+        assert entry["reason"] == f"{entry['code']}: {entry['detail'] or Reason(entry['code']).meaning}"
+    # The commonest first, ties in the enum's order.
+    assert list(report["quarantined_by_code"].items()) == [
+        ("not_an_image", 4), ("truncated", 3), ("too_large", 2), ("label_conflict", 2), ("not_in_class_folder", 1),
+        ("empty_class_folder", 1), ("empty", 1), ("unsupported_format", 1), ("too_small", 1), ("corrupt", 1),
+        ("duplicate", 1)]
+
+
+def test_every_code_is_produced_by_a_fixture():
+    assert set(Reason) == {fate for fate in FATES.values() if fate} | set(ELSEWHERE)
+    for code, test in ELSEWHERE.items():
+        assert callable(globals().get(test)), f"{code}: no test named {test}"
 
 
 def test_every_ingested_image_is_read_by_the_shared_decoder(ingested):
@@ -229,10 +295,10 @@ def test_a_manifest_is_ingested_with_its_bad_rows_reported(messy, tmp_path):
         f.write("relative.jpg,cat\n")
     report = run_ingest(str(manifest), tmp_path / "out", allowed_roots=[str(messy)])
     assert report["ingested"] == 3 and report["classes"] == ["cat", "dog"]
-    reasons = {q["path"]: q["reason"] for q in report["quarantined"]}
-    assert reasons[f"{messy}/dog/empty.png"] == "empty file"
-    assert reasons[f"{messy}/dog/gone.png"].startswith("missing: no file at")
-    assert reasons["images.csv:6"].startswith("bad manifest row: needs both a uri and a label")
+    assert codes(report["quarantined"]) == {f"{messy}/dog/empty.png": Reason.EMPTY,
+                                            f"{messy}/dog/gone.png": Reason.MISSING,
+                                            "images.csv:6": Reason.BAD_MANIFEST_ROW}
+    assert details(report["quarantined"])["images.csv:6"].startswith("needs both a uri and a label")
 
 
 def test_hostile_manifest_rows_are_quarantined_unread_and_nothing_hangs(messy, tmp_path):
@@ -251,16 +317,18 @@ def test_hostile_manifest_rows_are_quarantined_unread_and_nothing_hangs(messy, t
     started = time.monotonic()
     report = run_ingest(str(manifest), tmp_path / "out", max_file_bytes=4000, allowed_roots=["/dev"])
     assert time.monotonic() - started < 120
-    reasons = {q["path"]: q["reason"] for q in report["quarantined"]}
-    outside = "outside the data root: "
-    assert reasons["images.csv:3"].startswith(outside + f"{root}/../../../../../../../../etc/passwd (resolved: /etc/passwd)")
-    assert "add its folder to data.allowed_roots" in reasons["images.csv:3"]
-    assert reasons["images.csv:5"].startswith(outside + str(messy / "dog/rgb.png"))
-    assert reasons["images.csv:8"].startswith(outside)  # the link resolves outside
-    assert reasons["/dev/zero"] == "not a regular file: /dev/zero is a character device; only image files are read"
-    assert reasons["pipe.png"].startswith("not a regular file: ") and "is a FIFO" in reasons["pipe.png"]
-    assert reasons["loop-a.png"].startswith("symlink loop: ")
-    assert reasons["big.png"].startswith("too large: ") and "(data.max_file_bytes)" in reasons["big.png"]
+    assert codes(report["quarantined"]) == {
+        "images.csv:3": Reason.OUTSIDE_DATA_ROOT, "images.csv:5": Reason.OUTSIDE_DATA_ROOT,
+        "images.csv:8": Reason.OUTSIDE_DATA_ROOT,  # the link resolves outside
+        "/dev/zero": Reason.NOT_REGULAR_FILE, "pipe.png": Reason.NOT_REGULAR_FILE,
+        "loop-a.png": Reason.SYMLINK_LOOP, "big.png": Reason.OVER_MAX_FILE_BYTES}
+    said = details(report["quarantined"])
+    assert said["images.csv:3"].startswith(f"{root}/../../../../../../../../etc/passwd (resolved: /etc/passwd)")
+    assert "add its folder to data.allowed_roots" in said["images.csv:3"]
+    assert said["images.csv:5"].startswith(str(messy / "dog/rgb.png"))
+    assert said["/dev/zero"] == "/dev/zero is a character device; only image files are read"
+    assert "is a FIFO" in said["pipe.png"]
+    assert "(data.max_file_bytes)" in said["big.png"]
     assert report["ingested"] == 1
 
 
@@ -271,7 +339,12 @@ def test_a_file_changed_between_the_two_passes_is_not_ingested_as_checked(tmp_pa
     assert record["kind"] == "example" and "image_bytes" not in record  # the first pass keeps no pixels
     assert image_records.finish(record, {}, 1 << 20)["image_bytes"] == path.read_bytes()
     path.write_bytes(encode(noise("RGB", seed=41), "PNG"))
-    assert image_records.finish(record, {}, 1 << 20)["reason"].startswith("changed during ingestion")
+    assert image_records.finish(record, {}, 1 << 20)["code"] == Reason.CHANGED_DURING_INGESTION.value
+
+
+def test_a_file_no_filesystem_can_open_is_unreadable():
+    record = image_records.inspect_image("nowhere://bucket/cat.png", "cat.png", "cat", 50_000)
+    assert (record["kind"], record["code"]) == ("quarantine", Reason.UNREADABLE.value), record
 
 
 def test_symlinked_folders_that_loop_or_lead_out_are_not_followed(messy, tmp_path):
@@ -281,9 +354,7 @@ def test_symlinked_folders_that_loop_or_lead_out_are_not_followed(messy, tmp_pat
     os.symlink("..", root / "cat" / "up")  # a loop: cat/up/cat/up/...
     os.symlink("/", root / "dog" / "everything")  # the whole filesystem
     items, quarantined = ieg.list_images(str(root))
-    reasons = {q["path"]: q["reason"] for q in quarantined}
-    assert reasons["cat/up/"].startswith("symlink loop: it leads back to")
-    assert reasons["dog/everything/"].startswith("outside the data root: ")
+    assert codes(quarantined) == {"cat/up/": Reason.SYMLINK_LOOP, "dog/everything/": Reason.OUTSIDE_DATA_ROOT}
     assert not [shown for _, shown, _ in items if shown.startswith(("cat/up/", "dog/everything/"))]
 
 
@@ -298,8 +369,9 @@ def test_a_jsonl_manifest_and_its_malformed_lines(messy, tmp_path):
     items, quarantined = ieg.list_images(str(manifest), [str(messy)])
     assert [(shown, label) for _, shown, label in items] == [
         (str(messy / "cat/gray.png"), "cat"), (str(messy / "dog/rgb.png"), "dog")]
-    assert [q["path"] for q in quarantined] == ["images.jsonl:2", "images.jsonl:3"]
-    assert "not valid JSON" in quarantined[0]["reason"]
+    assert codes(quarantined) == {"images.jsonl:2": Reason.BAD_MANIFEST_ROW,
+                                  "images.jsonl:3": Reason.BAD_MANIFEST_ROW}
+    assert "not valid JSON" in quarantined[0].detail
 
 
 def test_a_csv_manifest_without_the_columns_is_refused(tmp_path):
@@ -322,11 +394,13 @@ def test_splits_follow_the_content_hash():
 
 
 def test_a_split_with_no_images_stops_ingestion_naming_the_report():
-    report = {"splits": {"train": 3}, "ingested": 3, "files_seen": 9,
-              "quarantined": [{"path": f"x{i}", "reason": "empty file"} for i in range(6)]}
+    report = ieg.build_report([], [Quarantined(f"x{i}", Reason.EMPTY) for i in range(4)] +
+                              [Quarantined(f"y{i}", Reason.NOT_AN_IMAGE) for i in range(2)], 9)
+    report.update(splits={"train": 3}, ingested=3)
     ieg.check_usable(report, ["train"], "/r/ingestion_report.json")
     with pytest.raises(ValueError, match=r"split\(s\) eval got no images: 3 of 9 files ingested; "
-                                         r"quarantined: 6 empty file\. Every file .* /r/ingestion_report.json"):
+                                         r"quarantined: 4 empty, 2 not_an_image\. Every file .* "
+                                         r"/r/ingestion_report.json"):
         ieg.check_usable(report, ["train", "eval"], "/r/ingestion_report.json")
 
 
