@@ -25,6 +25,7 @@ from components.artifacts import DataVerdict, IngestionReport, read_json, write_
 from components.gate.baseline import baseline_uri
 from components.model_contract import LABEL_COUNTS_FILE
 from components.ingest.image_example_gen import REPORT_FILE
+from components.ingest.quarantine import Reason, count_by_code, describe_counts, read_entries
 
 VERDICT_FILE = "verdict.json"
 
@@ -63,18 +64,22 @@ def judge(report: dict, anomalies: list[str], limits: dict, previous_counts: Opt
     problems = list(anomalies)
     warnings = []
     files = report["files_seen"]
-    bad_files = [q for q in report["quarantined"] if not q["path"].endswith("/")]
+    quarantined = read_entries(report["quarantined"])
+    # A folder (its path ends in "/") is not a file: it does not count against the share.
+    bad_files = [q for q in quarantined if not q.path.endswith("/")]
     bad_fraction = len(bad_files) / files if files else 0.0
+    by_code = count_by_code(bad_files)
     if bad_fraction > limits["max_bad_fraction"]:
         problems.append(
-            f"{len(bad_files)} of {files} files ({bad_fraction:.1%}) were quarantined, over the limit of "
-            f"{limits['max_bad_fraction']:.1%} (data.max_bad_fraction); the ingestion report lists each "
-            "with its reason")
+            f"{len(bad_files)} of {files} files ({bad_fraction:.1%}) were quarantined ({describe_counts(by_code)}), "
+            f"over the limit of {limits['max_bad_fraction']:.1%} (data.max_bad_fraction); the ingestion report "
+            "lists each with its reason")
     elif bad_files:
-        warnings.append(f"{len(bad_files)} of {files} files ({bad_fraction:.1%}) were quarantined")
-    for entry in report["quarantined"]:
-        if entry["path"].endswith("/"):
-            warnings.append(f"class folder {entry['path']} is empty")
+        warnings.append(f"{len(bad_files)} of {files} files ({bad_fraction:.1%}) were quarantined "
+                        f"({describe_counts(by_code)})")
+    for entry in quarantined:
+        if entry.code is Reason.EMPTY_CLASS_FOLDER:
+            warnings.append(f"class folder {entry.path} is empty")
 
     per_class = {c: sum(splits.values()) for c, splits in report["per_class"].items()}
     train_counts = {c: splits.get("train", 0) for c, splits in report["per_class"].items()}
@@ -120,6 +125,7 @@ def judge(report: dict, anomalies: list[str], limits: dict, previous_counts: Opt
         "checks": {
             "files_seen": files,
             "quarantined_files": len(bad_files),
+            "quarantined_by_code": by_code,
             "bad_fraction": bad_fraction,
             "images_per_class": per_class,
             "class_imbalance": imbalance,

@@ -4,9 +4,15 @@ import pytest
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from components.ingest.data_gate import judge, label_drift, read_anomalies
+from components.ingest.quarantine import Quarantined, Reason
 
 LIMITS = {"max_bad_fraction": 0.1, "min_images_per_class": 5, "max_class_imbalance": 3.0,
           "max_label_drift": 0.2}
+
+
+def bad(path: str, code: Reason) -> dict:
+    """A quarantined entry as the ingestion report writes it."""
+    return Quarantined(path, code, "as ingestion would say it").to_json()
 
 
 def report(per_class, quarantined=(), files_seen=None):
@@ -28,17 +34,34 @@ def test_clean_data_passes_with_its_numbers():
 
 
 def test_a_few_bad_files_warn_and_too_many_stop():
-    few = judge(report(CLEAN, [{"path": "cat/x.png", "reason": "empty file"}]), [], LIMITS, None)
-    assert few["passed"] and few["warnings"] == ["1 of 21 files (4.8%) were quarantined"]
-    many = judge(report(CLEAN, [{"path": f"x{i}", "reason": "empty file"} for i in range(5)]), [], LIMITS, None)
+    few = judge(report(CLEAN, [bad("cat/x.png", Reason.EMPTY)]), [], LIMITS, None)
+    assert few["passed"] and few["warnings"] == ["1 of 21 files (4.8%) were quarantined (1 empty)"]
+    many = judge(report(CLEAN, [bad(f"x{i}", Reason.EMPTY) for i in range(3)] +
+                        [bad(f"y{i}", Reason.TRUNCATED) for i in range(2)]), [], LIMITS, None)
     assert not many["passed"]
-    assert "5 of 25 files (20.0%) were quarantined, over the limit of 10.0% (data.max_bad_fraction)" in many["problems"][0]
+    assert ("5 of 25 files (20.0%) were quarantined (3 empty, 2 truncated), over the limit of 10.0% "
+            "(data.max_bad_fraction)") in many["problems"][0]
+    assert many["checks"]["quarantined_by_code"] == {"empty": 3, "truncated": 2}
 
 
 def test_empty_class_folders_warn_but_do_not_count_as_bad_files():
-    verdict = judge(report(CLEAN, [{"path": "bird/", "reason": "empty class folder"}]), [], LIMITS, None)
+    verdict = judge(report(CLEAN, [bad("bird/", Reason.EMPTY_CLASS_FOLDER)]), [], LIMITS, None)
     assert verdict["passed"] and verdict["warnings"] == ["class folder bird/ is empty"]
     assert verdict["checks"]["bad_fraction"] == 0
+
+
+def test_a_folder_not_followed_is_not_called_an_empty_class_folder():
+    quarantined = [bad("cat/up/", Reason.SYMLINK_LOOP), bad("dog/everything/", Reason.OUTSIDE_DATA_ROOT)]
+    verdict = judge(report(CLEAN, quarantined, files_seen=20), [], LIMITS, None)
+    assert verdict["passed"] and verdict["warnings"] == [] and verdict["checks"]["bad_fraction"] == 0
+
+
+def test_a_report_written_before_codes_is_judged_by_its_text():
+    old = [{"path": "bird/", "reason": "empty class folder: it holds no files"},
+           {"path": "cat/x.png", "reason": "not an image (no known image header)"}]
+    verdict = judge(report(CLEAN, old), [], LIMITS, None)
+    assert verdict["warnings"] == ["1 of 22 files (4.5%) were quarantined (1 not_an_image)",
+                                   "class folder bird/ is empty"]
 
 
 def test_small_classes_and_imbalance_stop_the_run():
@@ -84,7 +107,7 @@ def test_tfdv_anomalies_become_sentences_that_stop_the_run(tmp_path):
 
 
 def test_a_class_whose_every_file_was_quarantined_stops_the_run():
-    data = report(CLEAN, [{"path": "bird/notes.png", "reason": "not an image (no known image header)"}])
+    data = report(CLEAN, [bad("bird/notes.png", Reason.NOT_AN_IMAGE)])
     data["classes_without_images"] = ["bird"]
     verdict = judge(data, [], LIMITS, None)
     assert not verdict["passed"]
