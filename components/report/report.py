@@ -2,12 +2,13 @@
 
 Built from a finished run's metadata store and artifacts (so ``thaw report``
 can rebuild it any time): the data (counts per class and split, every
-quarantined file with its reason, the data gate's verdict, image sizes, sample
-thumbnails), training (curves per stage with the boundaries marked, trainable
-parameters and learning rates), evaluation (candidate against baseline,
-per-class recall, the confusion matrix, the gate's verdict), serving validation
-(latency, bad inputs) and the push. Plots are matplotlib PNGs and thumbnails
-are embedded as data URIs: the page fetches nothing.
+quarantined file with its reason code and detail, the data gate's verdict,
+image sizes, sample thumbnails), training (curves per stage with the
+boundaries marked, trainable parameters and learning rates), evaluation
+(candidate against baseline, per-class recall, the confusion matrix, the gate's
+verdict), serving validation (latency, bad inputs) and the push. Plots are
+matplotlib PNGs and thumbnails are embedded as data URIs: the page fetches
+nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import tensorflow_model_analysis as tfma  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from components.artifacts import STAGE_RESULTS_FILE, read_json  # noqa: E402
+from components.ingest.quarantine import by_code, describe, read_entries  # noqa: E402
 from components.model_contract import LABEL_COUNTS_FILE  # noqa: E402
 from components.serve.serving_dir import versions  # noqa: E402
 from components.report.summary import RunSummary, summarize  # noqa: E402
@@ -98,8 +100,14 @@ def data_section(s: RunSummary) -> str:
     for warning in s.warnings:
         parts.append(f"<p>warning: {_e(warning)}</p>")
     parts.append("<h3>Quarantined files</h3>")
-    parts.append(_table(["path", "reason"], [[q["path"], q["reason"]] for q in s.quarantined])
-                 if s.quarantined else "<p class='muted'>none</p>")
+    if s.quarantined:
+        groups = by_code(read_entries(s.quarantined))
+        parts.append(_table(["code", "meaning", "files"], [[*describe(code), len(group)]
+                                                          for code, group in groups.items()]))
+        parts.append(_table(["path", "code", "detail"], [[q.path, describe(q.code)[0], q.detail]
+                                                         for group in groups.values() for q in group]))
+    else:
+        parts.append("<p class='muted'>none</p>")
     histogram = s.sizes.get("longer_side", {})
     if histogram:
         figure, axis = plt.subplots(figsize=(6, 2.5))

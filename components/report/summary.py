@@ -20,6 +20,7 @@ from ml_metadata.proto import metadata_store_pb2
 from components.artifacts import STAGE_RESULTS_FILE, DataVerdict, IngestionReport, read_json
 from components.ingest.data_gate import VERDICT_FILE
 from components.ingest.image_example_gen import REPORT_FILE
+from components.ingest.quarantine import Quarantined, by_code, describe, read_entries
 from components.serve.serving_validator import REPORT_FILE as SERVING_REPORT_FILE
 
 _OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
@@ -60,10 +61,7 @@ class RunSummary:
         splits = ", ".join(f"{n} {c}" for n, c in self.splits.items())
         out.append(f"data: {self.ingested} images in {len(self.classes)} classes ({splits}); "
                    f"{len(self.quarantined)} quarantined")
-        for q in self.quarantined[:20]:
-            out.append(f"  quarantined {q['path']}: {q['reason']}")
-        if len(self.quarantined) > 20:
-            out.append(f"  ... and {len(self.quarantined) - 20} more in the ingestion report")
+        out.extend(_quarantine_lines(read_entries(self.quarantined)))
         if self.sizes.get("width"):
             w, h = self.sizes["width"], self.sizes["height"]
             out.append(f"image sizes: width {w['min']}-{w['max']} (median {w['p50']}), "
@@ -106,6 +104,22 @@ class RunSummary:
         elif self.blessed is not None:
             out.append("pushed: nothing; the serving directory is unchanged")
         return out
+
+
+def _quarantine_lines(entries: list[Quarantined], most: int = 20) -> list[str]:
+    """Each code with its meaning and count, and under it its files, ``most`` files in all:
+    the meaning is said once per code, the detail once per file."""
+    out: list[str] = []
+    listed = 0
+    for code, group in by_code(entries).items():
+        name, meaning = describe(code)
+        out.append(f"  {len(group)} {name or 'other'}: {meaning}")
+        for entry in group[:most - listed]:
+            out.append(f"    {entry.path}" + (f": {entry.detail}" if entry.detail else ""))
+        listed += len(group[:most - listed])
+    if listed < len(entries):
+        out.append(f"  ... and {len(entries) - listed} more in the ingestion report")
+    return out
 
 
 def _format_metrics(metrics: dict[str, float]) -> str:
@@ -252,7 +266,7 @@ def from_artifacts(run_id: str, outputs: dict[str, list]) -> RunSummary:
             summary.ingested = data["ingested"]
             summary.splits = data["splits"]
             summary.per_class = data["per_class"]
-            summary.quarantined = data["quarantined"]
+            summary.quarantined = [q.to_json() for q in read_entries(data["quarantined"])]
             summary.sizes = data.get("sizes", {})
     for verdict in outputs.get(DataVerdict.TYPE_NAME, []):
         data = read_json(verdict.uri, VERDICT_FILE)

@@ -39,9 +39,9 @@ print(json.dumps({
 """
 
 
-# Files the first run must quarantine (path under the data root, reason), so the
+# Files the first run must quarantine (path under the data root, code), so the
 # report's list of quarantined files is checked on a real run.
-BAD_FILES = [("five/empty.png", "empty file"), ("six/notes.jpg", "not an image (no known image header)")]
+BAD_FILES = [("five/empty.png", "empty"), ("six/notes.jpg", "not_an_image")]
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +66,8 @@ def first_run(tiny_demo, tmp_path_factory):
 def test_the_pipeline_ingests_trains_blesses_and_pushes(first_run):
     config, summary = first_run
     assert summary.ingested == 150
-    assert [(q["path"], q["reason"]) for q in summary.quarantined] == BAD_FILES
-    assert summary.warnings == ["2 of 152 files (1.3%) were quarantined"]
+    assert [(q["path"], q["code"]) for q in summary.quarantined] == BAD_FILES
+    assert summary.warnings == ["2 of 152 files (1.3%) were quarantined (1 empty, 1 not_an_image)"]
     assert summary.classes == ["eight", "five", "nine", "seven", "six"]
     assert set(summary.splits) == {"train", "eval"} and sum(summary.splits.values()) == 150
     assert [s["name"] for s in summary.stages] == ["head", "fine_tune"]
@@ -216,8 +216,9 @@ def test_the_report_renders_in_a_browser_with_no_errors_and_lists_every_quaranti
     assert screenshot.size == (1200, 3000)
     assert len(screenshot.getcolors(1200 * 3000)) > 16  # plots and thumbnails, not a blank page
     assert len(summary.quarantined) == len(BAD_FILES)
+    rows = [line.rstrip("\t") for line in result.text.splitlines()]  # an empty detail's cell: a trailing tab
     for entry in summary.quarantined:  # each on its own row, as a reader sees it
-        assert f"{entry['path']}\t{entry['reason']}" in result.text.splitlines(), entry
+        assert f"{entry['path']}\t{entry['code']}\t{entry['detail']}".rstrip("\t") in rows, entry
 
 
 def test_a_worse_candidate_is_not_pushed_and_serving_is_untouched(first_run):
@@ -320,12 +321,11 @@ def test_ingest_accounts_for_every_file_as_json(tiny_demo, workdir, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["classes"] == ["eight", "five", "nine", "seven", "six"]
     assert result["ingested"] == 150 and sum(result["splits"].values()) == 150
-    assert result["quarantined"] == [
-        {"path": "five/empty.png", "reason": "empty file"},
-        {"path": "six/notes.txt", "reason": "not an image (no known image header)"},
-    ]
+    assert [(q["path"], q["code"]) for q in result["quarantined"]] == [
+        ("five/empty.png", "empty"), ("six/notes.txt", "not_an_image")]
+    assert all(set(q) == {"path", "code", "detail", "reason"} for q in result["quarantined"])
     assert result["data_passed"] is True
     assert not (workdir / "out" / "pipeline" / "Trainer").exists()
     page = (workdir / "out" / "report.html").read_text()
     for entry in result["quarantined"]:
-        assert f"<td>{entry['path']}</td><td>{entry['reason']}</td>" in page
+        assert f"<td>{entry['path']}</td><td>{entry['code']}</td><td>{entry['detail']}</td>" in page
