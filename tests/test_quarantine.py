@@ -1,11 +1,12 @@
-"""Quarantine reasons as data: reports are read by their codes, including
-reports written before there were codes.
+"""Quarantine reasons as data: the README's table is the enum's, and reports
+are read by their codes, including reports written before there were codes.
 
 The reasons each fixture produces are tested with ingestion itself
 (test_ingestion.py), where the Beam pipeline runs over the fixture set.
 """
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 from components.artifacts import IngestionReport
@@ -13,6 +14,22 @@ from components.ingest.image_example_gen import REPORT_FILE
 from components.ingest.quarantine import Quarantined, Reason
 from components.report.report import data_section
 from components.report.summary import RunSummary, from_artifacts
+
+
+def readme_reasons() -> list[tuple[str, str]]:
+    """The rows of README.md's table of quarantine reasons: (code, meaning)."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("### Quarantine reasons", 1)[1].split("\n#", 1)[0]
+    rows = [line.strip().strip("|").split("|") for line in section.splitlines() if line.startswith("| `")]
+    return [(code.strip().strip("`"), meaning.strip()) for code, meaning in rows]
+
+
+def test_the_readme_lists_every_code_with_its_meaning_and_nothing_else():
+    documented = readme_reasons()
+    assert documented, "README.md has no table under '### Quarantine reasons'"
+    assert [code for code, _ in documented if code not in {r.value for r in Reason}] == [], "not codes"
+    assert [r.value for r in Reason if r.value not in dict(documented)] == [], "codes the README lacks"
+    assert documented == [(r.value, r.meaning) for r in Reason], "the README's rows differ from the enum's"
 
 
 def test_the_summary_groups_quarantined_files_by_code_with_each_meaning_once():
