@@ -20,8 +20,9 @@ class Reason(str, enum.Enum):
     """Every reason ingestion quarantines a file for; the value is the stable code.
 
     README.md's table of reasons is checked against this list both ways
-    (tests/test_quarantine.py), and every member must be produced by a fixture
-    (tests/test_ingestion.py): a new member needs both.
+    (tests/components/ingest/test_quarantine.py), and every member must be
+    produced by a fixture (test_image_example_gen.py there): a new member needs
+    both.
     """
 
     meaning: str

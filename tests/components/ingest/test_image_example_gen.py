@@ -2,7 +2,7 @@
 
 The fixture set holds every bad kind and every awkward good kind; the real Beam
 pipeline runs over it and each file's fate is asserted by its code, never by
-the wording of its detail, which may change. Over 400 lines: the pipeline runs
+the wording of its detail, which may change. Long because the pipeline runs
 once per module over the shared fixture set, so the tests that read its run
 stay together.
 """

@@ -2,11 +2,10 @@
 are read by their codes, including reports written before there were codes.
 
 The reasons each fixture produces are tested with ingestion itself
-(test_ingestion.py), where the Beam pipeline runs over the fixture set.
+(test_image_example_gen.py), where the Beam pipeline runs over the fixture set.
 """
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 from components.artifacts import IngestionReport
@@ -14,11 +13,12 @@ from components.ingest.image_example_gen import REPORT_FILE
 from components.ingest.quarantine import Quarantined, Reason
 from components.report.report import data_section
 from components.report.summary import RunSummary, from_artifacts
+from tests.conftest import REPO
 
 
 def readme_reasons() -> list[tuple[str, str]]:
     """The rows of README.md's table of quarantine reasons: (code, meaning)."""
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    text = (REPO / "README.md").read_text()
     section = text.split("### Quarantine reasons", 1)[1].split("\n#", 1)[0]
     rows = [line.strip().strip("|").split("|") for line in section.splitlines() if line.startswith("| `")]
     return [(code.strip().strip("`"), meaning.strip()) for code, meaning in rows]
