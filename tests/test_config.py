@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from components.ingest.data_limits import DataLimits
+from components.serve.budgets import LatencyBudgets
 from components.spec import parse
 from components.train.options import HeadConfig, StageConfig, TrainerConfig
 from pipeline import config as config_lib
@@ -300,6 +301,17 @@ def test_the_data_gate_refuses_an_unknown_key_in_its_limits_by_name():
         parse(DataLimits, '{"min_images_per_class": 5.5}', "limits")
     with pytest.raises(ConfigError, match="limits: invalid configuration:\n  not valid JSON"):
         parse(DataLimits, '{"min_images_per_class": ', "limits")
+
+
+def test_serving_validation_refuses_an_unknown_key_in_its_budgets_by_name():
+    from components.serve.serving_validator import ServingValidator
+
+    validate = ServingValidator.EXECUTOR_SPEC.executor_class._FUNCTION
+    with pytest.raises(ConfigError) as err:  # refused before the model is looked at
+        validate(model=None, blessing=None, max_pixels=100, budgets_json='{"p99_ms_batch_1": 50, "batch": 8}')
+    assert err.value.problems == ["batch: unknown field (did you mean batch_size?); known fields are batch_size, "
+                                  "p99_ms_batch_1, p99_ms_batch_n"]
+    assert config_lib.load().serving.budgets() == LatencyBudgets().model_dump()
 
 
 def test_the_schema_describes_every_field_for_an_editor(capsys):
