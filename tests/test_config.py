@@ -229,6 +229,8 @@ def test_beam_steps_name_a_runner_unless_one_is_given(workdir):
     ("training: {stages: [{name: head}, {name: top, learning_rate: -0.1}]}",
      "training.stages[1].learning_rate: must be in (0, 1), got -0.1"),
     ("training: {steps_per_epoch: -1}", "training.steps_per_epoch: must be >= 0 (0 = one pass over the data), got -1"),
+    ("training: {stages: [{name: head, patience: -1}]}",
+     "training.stages[0].patience: must be >= 0 (0 = no early stopping), got -1"),
     ("backbone: {input_scaling: bgr}", "backbone.input_scaling: use auto, none, unit, tf, torch or caffe; got 'bgr'"),
     # rules across fields
     ("training: {stages: [{name: head, epochs: 2, warmup_epochs: 3}]}",
