@@ -34,7 +34,9 @@ REAL_DEMO_DIR = REPO_ROOT / "build" / "demo-real"   # thaw demo --real
 # Beam runs on one machine: the FnApiRunner, named outright (see beam_pipeline_args).
 BEAM_RUNNER = "--runner=FnApiRunner"
 
+
 def _absolute_or_bucket(root: str) -> str:
+    """An allowed root is never resolved: which folder a relative one meant is a guess."""
     if not root or not ("://" in root or os.path.isabs(root)):
         raise ValueError(f"give an absolute folder or a bucket prefix (gs://bucket/images/), got '{root}'")
     return root
@@ -50,6 +52,7 @@ class DataConfig(DataLimits):
         default_factory=lambda: {"train": 0.8, "eval": 0.2}, description=(
             "Split name -> fraction of images; assigned by a hash of each image's content, so adding images "
             "never moves the ones already there. Needs train and eval."))
+    # ``schema`` in the YAML: pydantic's models have a schema() of their own.
     schema_file: Text = Field(str(REPO_ROOT / "schemas" / "image_classification" / "schema.pbtxt"),
                               alias="schema", description="The curated data contract that ImportSchemaGen reads.")
     max_pixels: int = Field(50_000_000, ge=1, description=(

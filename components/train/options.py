@@ -16,9 +16,6 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from components.spec import Hint, Spec, Text, refuse
 
-TRAINABLE_HELP = "use none, all, top:N (layers), top:P% (of the layers), from:LAYER or auto"
-
-
 @dataclasses.dataclass(frozen=True)
 class Trainable:
     """A stage's ``trainable`` setting, read: which kind, and its count, share or layer."""
@@ -50,7 +47,7 @@ def parse_trainable(text: str) -> Trainable:
         if arg:
             return Trainable("from", layer=arg)
         raise ValueError("from:LAYER needs a layer name, e.g. from:block5_conv1")
-    raise ValueError(f"{TRAINABLE_HELP}; got '{text}'")
+    raise ValueError(f"use none, all, top:N (layers), top:P% (of the layers), from:LAYER or auto; got '{text}'")
 
 
 class BackboneConfig(Spec):
