@@ -47,7 +47,6 @@ About 4-5 minutes on 2 CPU cores with the defaults.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import json
 import os
@@ -120,6 +119,7 @@ def time_pipelines(paths: list[str], count: int, image_size: int, batch: int, ro
 
     from components import image_ops
     from components.train.input_pipeline import make_dataset
+    from components.train.options import AugmentConfig
 
     encoded = read_bytes(paths)
     assert len(encoded) == count
@@ -134,7 +134,7 @@ def time_pipelines(paths: list[str], count: int, image_size: int, batch: int, ro
             first = first or time.perf_counter() - start
         return count, first
 
-    def pipeline(training: bool, augmentation: dict | None):
+    def pipeline(training: bool, augmentation: AugmentConfig | None):
         def run(start):
             ds = make_dataset(paths, image_size, batch, training=training, seed=0, augmentation=augmentation)
             if training:  # repeats without end
@@ -147,7 +147,7 @@ def time_pipelines(paths: list[str], count: int, image_size: int, batch: int, ro
         return run
 
     ways = {"loop": loop, "eval": pipeline(False, None), "train": pipeline(True, None),
-            "train+augment": pipeline(True, AUGMENT)}
+            "train+augment": pipeline(True, AugmentConfig(**AUGMENT))}
     decode(tf.constant(encoded[0]))
     ways["eval"](time.perf_counter())  # warm-up: the file cache, tf.data's first use
     rates, firsts = {name: [] for name in ways}, {name: [] for name in ways}
@@ -168,14 +168,13 @@ def run_config(name: str, image_size: int, batch: int, warmup: int, steps: int) 
     import tf_keras
 
     from components.train.backbone import load_backbone
-    from components.train.model import build_classifier, head_kwargs
+    from components.train.model import build_classifier
+    from components.train.options import BackboneConfig, HeadConfig
     from components.train.trainable import count_trainable, describe_trainable, first_trainable_layer, set_trainable
-    from pipeline.config import HeadConfig
 
     tf_keras.utils.set_random_seed(0)
-    backbone = load_backbone({"architecture": "MobileNetV2", "path": ""}, image_size)
-    model = build_classifier(backbone.model, NUM_CLASSES, image_size, scaling=backbone.scaling,
-                             **head_kwargs(dataclasses.asdict(HeadConfig())))
+    backbone = load_backbone(BackboneConfig(architecture="MobileNetV2", path="", image_size=image_size))
+    model = build_classifier(backbone.model, NUM_CLASSES, image_size, HeadConfig(), scaling=backbone.scaling)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch, image_size, image_size, 3)).astype("float32")
     y = rng.integers(0, NUM_CLASSES, batch)

@@ -12,9 +12,10 @@ an equal budget of 20 epochs, the default schedule's total:
 - head:    the backbone frozen, the head alone: the default schedule's head
            stage (trainable none, its learning rate and decay: 3e-3, constant
            when this was written) stretched to 20 epochs;
-- staged:  exactly pipeline.config._default_stages(), converted as the Trainer
-           converts them (read at run time and printed, since the defaults may
-           change; when written: head, 10 epochs at a constant 3e-3, then
+- staged:  exactly the configuration's default stages, as the Trainer
+           receives them (components.train.options.default_stages; read at
+           run time and printed, since the defaults may change; when
+           written: head, 10 epochs at a constant 3e-3, then
            fine_tune, auto, 10 epochs at 1e-3 with 1 warmup epoch and cosine
            decay, patience 2, up to 2 blocks). It may stop early, so it can use
            fewer than 20 epochs, never more;
@@ -29,7 +30,7 @@ an equal budget of 20 epochs, the default schedule's total:
            protect, so the higher rate is its fair choice).
 
 Every variant goes through components.train.schedule.run_schedule with the default
-head (pipeline.config.HeadConfig: avg pooling, dropout 0.2), batch 32, Adam,
+head (components.train.options.HeadConfig: avg pooling, dropout 0.2), batch 32, Adam,
 and ends each stage with its best epoch's weights by its monitored metric
 (restore_best and monitor, the defaults: val_loss since issue 11, val_accuracy
 before). As in components.train.model, the backbone's
@@ -95,11 +96,10 @@ DEFAULT_REAL_DIR = Path(__file__).resolve().parent.parent / "build" / "bench" / 
 
 
 def default_stages():
-    """pipeline.config's default stages, as components.train.schedule.Stage (exactly as the Trainer converts them)."""
-    from components.train.schedule import stages_from_config
-    from pipeline.config import _default_stages
+    """The configuration's default stages, as the Trainer receives them."""
+    from components.train.options import TrainingConfig
 
-    return stages_from_config([dataclasses.asdict(s) for s in _default_stages()])
+    return TrainingConfig().stages
 
 
 def epoch_budget() -> int:
@@ -108,7 +108,7 @@ def epoch_budget() -> int:
 
 
 def variant_stages(variant: str):
-    from components.train.schedule import Stage
+    from components.train.options import StageConfig
 
     budget = epoch_budget()
     if variant == "staged":
@@ -116,11 +116,11 @@ def variant_stages(variant: str):
     if variant == "head":
         head = default_stages()[0]
         assert head.trainable == "none", f"the default schedule's first stage trains {head.trainable}"
-        return [dataclasses.replace(head, epochs=budget)]
+        return [head.model_copy(update={"epochs": budget})]
     if variant == "all":
-        return [Stage("all", budget, "all", 3e-4)]
+        return [StageConfig(name="all", epochs=budget, trainable="all", learning_rate=3e-4)]
     if variant == "scratch":
-        return [Stage("scratch", budget, "all", 3e-3)]
+        return [StageConfig(name="scratch", epochs=budget, trainable="all", learning_rate=3e-3)]
     raise ValueError(variant)
 
 
@@ -208,9 +208,9 @@ def run_one(variant: str, seed: int, task: Task, data: dict) -> dict:
 
     from components.train.backbone import feature_layer, load_backbone
     from components.train.input_pipeline import augment
-    from components.train.model import build_classifier, head_kwargs
+    from components.train.model import build_classifier
+    from components.train.options import AugmentConfig, BackboneConfig, HeadConfig
     from components.train.schedule import run_schedule
-    from pipeline.config import HeadConfig
 
     tf_keras.backend.clear_session()
     tf_keras.utils.set_random_seed(seed)
@@ -219,16 +219,16 @@ def run_one(variant: str, seed: int, task: Task, data: dict) -> dict:
         backbone = tf_keras.Model(full.inputs, feature_layer(full).output, name="backbone")
         scaling = "none"  # it rescales its own input, as the saved backbone does
     else:
-        loaded = load_backbone({"path": task.backbone_path}, task.image_size)
+        loaded = load_backbone(BackboneConfig(path=task.backbone_path, image_size=task.image_size))
         backbone, scaling = loaded.model, loaded.scaling
-    model = build_classifier(backbone, len(task.classes), task.image_size, scaling=scaling,
-                             **head_kwargs(dataclasses.asdict(HeadConfig())))
+    model = build_classifier(backbone, len(task.classes), task.image_size, HeadConfig(), scaling=scaling)
 
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
     train_ds = (tf.data.Dataset.from_tensor_slices((x_train, y_train))
                 .shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True).repeat())
     if task.augment:  # as the Trainer's input pipeline does, with the demo's training.augment
-        train_ds = train_ds.map(lambda x, y: (augment(x, task.augment, seed), y))
+        augmentation = AugmentConfig(**task.augment)
+        train_ds = train_ds.map(lambda x, y: (augment(x, augmentation, seed), y))
     train_ds = train_ds.batch(BATCH_SIZE).prefetch(tf.data.AUTOTUNE)
     val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(BATCH_SIZE)
     test_ds = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(256)
@@ -273,7 +273,7 @@ def linear_probe(task: Task, data: dict) -> dict:
     from components.train.backbone import load_backbone
 
     tf_keras.backend.clear_session()
-    backbone = load_backbone({"path": task.backbone_path}, task.image_size).model
+    backbone = load_backbone(BackboneConfig(path=task.backbone_path, image_size=task.image_size)).model
     pooled = tf_keras.Model(backbone.input, tf_keras.layers.GlobalAveragePooling2D()(backbone.output))
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
     f_train, f_val, f_test = (pooled.predict(x, batch_size=256, verbose=0) for x in (x_train, x_val, x_test))
@@ -423,7 +423,7 @@ def main() -> None:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump({"task": task.title, "counts": counts, "seeds": list(seeds), "test_per_class": n_test, "epoch_budget": budget,
-                       "variants": {v: [dataclasses.asdict(s) for s in variant_stages(v)] for v in VARIANTS},
+                       "variants": {v: [s.model_dump(mode="json") for s in variant_stages(v)] for v in VARIANTS},
                        "table": {str(c): v for c, v in table.items()},
                        "linear_probe": {str(c): v for c, v in probes.items()},
                        "comparisons": comparisons, "checks": checks, "staged_minus_scratch_small_points": margin,

@@ -1,4 +1,5 @@
-"""``thaw``: the command line. Run it through ``bin/thaw``, which sets up the environment.
+"""``thaw``: the command line. Run it through ``bin/thaw``, which sets up the environment. Long because it holds
+every command: its parser, its help and example, and how its outcome becomes a message and an exit code.
 
   thaw run                                  # the bundled demo, end to end
   thaw run --data ~/images --output runs/1  # your images: one folder per class
@@ -6,6 +7,8 @@
   thaw ingest ~/images --output runs/check  # ingestion and data validation only
   thaw predict --model thaw-output/serving cat.jpg   # classify with the pushed model
   thaw rollback --output thaw-output        # serve the previous version again
+  thaw config --config thaw.yaml            # the configuration as it will run, every default filled in
+  thaw config --schema > thaw.schema.json   # its JSON Schema, for an editor's completion and checks
   thaw compile --config cluster.yaml        # a KFP v2 spec for the Kubeflow Pipelines UI
   thaw schedule --host URL --config cluster.yaml --cron '0 0 3 * * *'   # retrain nightly
   thaw demo --output build/demo             # make the demo data and backbone
@@ -197,6 +200,17 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.schema:
+        print(json.dumps(config_lib.ThawConfig.model_json_schema(), indent=2))
+        return 0
+    import yaml
+
+    config = config_lib.load(args.config)
+    print(yaml.safe_dump(config.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False), end="")
+    return 0
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from pipeline.kubeflow import compile_pipeline
 
@@ -270,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="thaw",
         description="Retrain an image classifier by fine-tuning a pretrained backbone, "
                     "and push it to TF Serving only when it is better.",
-        epilog=__doc__.split("\n", 2)[2],
+        epilog=__doc__.split("\n", 3)[3],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--verbose", action="store_true", help="show TFX and Beam logs and full tracebacks")
@@ -353,6 +367,17 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--serving-dir", metavar="DIR", help="the serving directory, if configured elsewhere")
     rollback.add_argument("--config", metavar="FILE", help="YAML configuration (its serving_dir is used)")
     rollback.set_defaults(func=cmd_rollback)
+
+    config = sub.add_parser(
+        "config", help="print the configuration as it will run, or its JSON Schema",
+        description="Validate a configuration and print it as it will run: every default filled in, relative "
+                    "paths resolved. A bad one is refused as thaw run refuses it (exit 2), naming every bad "
+                    "field. With --schema, print the JSON Schema of every field (types, allowed values, "
+                    "ranges, descriptions), for an editor's completion and checks.",
+        epilog="example: thaw config --schema > thaw.schema.json; or thaw config --config thaw.yaml")
+    config.add_argument("--config", metavar="FILE", help="YAML configuration (default: the defaults)")
+    config.add_argument("--schema", action="store_true", help="print the JSON Schema instead")
+    config.set_defaults(func=cmd_config)
 
     compile_ = sub.add_parser(
         "compile", help="compile the pipeline for Kubeflow Pipelines (a KFP v2 spec in YAML)",

@@ -8,7 +8,6 @@ no upload of source files and works offline.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import tensorflow_data_validation as tfdv
@@ -23,6 +22,7 @@ from components.gate.evaluator import Evaluator
 from components.ingest.image_example_gen import ImageExampleGen
 from components.serve.pusher import AtomicPusher
 from components.serve.serving_validator import ServingValidator
+from components.train.options import TrainerConfig
 from components.train.preprocessing import LABEL_ID_KEY, LABEL_KEY
 from pipeline.config import ThawConfig
 from components.report.report_component import RunReport
@@ -101,12 +101,9 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
     # values are the defaults, and LocalDagRunner runs with those.
     data_root = RuntimeParameter(name="data_root", ptype=str, default=config.data.root)
     data_limits = RuntimeParameter(name="data_limits", ptype=str, default=json.dumps(config.data.gate_limits()))
-    training = RuntimeParameter(name="training", ptype=str, default=json.dumps({
-        "backbone": dataclasses.asdict(config.backbone),
-        "head": dataclasses.asdict(config.head),
-        "training": dataclasses.asdict(config.training),
-        "max_pixels": config.data.max_pixels,
-    }))
+    training = RuntimeParameter(name="training", ptype=str, default=TrainerConfig(
+        backbone=config.backbone, head=config.head, training=config.training, max_pixels=config.data.max_pixels,
+    ).model_dump_json())
 
     # Ingestion: image folders or a manifest -> tf.Examples; bad files quarantined.
     example_gen = ImageExampleGen(
@@ -125,7 +122,7 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
     )
 
     # The curated data contract from schemas/.
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=config.data.schema)
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=config.data.schema_file)
 
     # Anomalies: the data against the contract.
     example_validator = tfx.components.ExampleValidator(

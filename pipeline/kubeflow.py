@@ -23,7 +23,7 @@ from tfx import v1 as tfx
 from tfx.orchestration.data_types import RuntimeParameter
 
 from pipeline import kfp_entrypoint
-from pipeline.config import ThawConfig
+from pipeline.config import ThawConfig, memory_gigabytes
 from pipeline.dag import create_pipeline
 
 TRAINER = "Trainer"
@@ -32,8 +32,7 @@ TRAINER = "Trainer"
 def trainer_resources(config: ThawConfig) -> pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec:
     spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec(
         cpu_limit=config.kubeflow.trainer_cpu,
-        memory_limit=float(config.kubeflow.trainer_memory[:-1]) * {"K": 1e-6, "M": 1e-3, "G": 1.0, "T": 1e3}[
-            config.kubeflow.trainer_memory[-1]],
+        memory_limit=memory_gigabytes(config.kubeflow.trainer_memory),
     )
     if config.kubeflow.trainer_gpus:
         spec.accelerator.type = config.kubeflow.gpu_resource
@@ -46,7 +45,8 @@ def platform_spec(config: ThawConfig, executor_label: str) -> dict | None:
     executor = k8s_pb2.KubernetesExecutorConfig()
     executor.node_selector.labels.update(config.kubeflow.node_selector)
     for toleration in config.kubeflow.tolerations if config.kubeflow.trainer_gpus else []:
-        executor.tolerations.append(json_format.ParseDict(toleration, k8s_pb2.Toleration()))
+        executor.tolerations.append(json_format.ParseDict(toleration.model_dump(exclude_none=True),
+                                                          k8s_pb2.Toleration()))
     if not executor.node_selector.labels and not executor.tolerations:
         return None
     spec = pipeline_spec_pb2.PlatformSpec()

@@ -30,8 +30,8 @@ def check_inputs(config: ThawConfig) -> None:
         raise FileNotFoundError(
             f"data {root} is neither a folder nor a .csv/.jsonl manifest: point --data (or data.root) "
             "at a folder with one subfolder of images per class, or at a manifest of uri,label rows")
-    if "://" not in config.data.schema and not os.path.isfile(config.data.schema):
-        raise FileNotFoundError(f"schema {config.data.schema} does not exist: point data.schema at a "
+    if "://" not in config.data.schema_file and not os.path.isfile(config.data.schema_file):
+        raise FileNotFoundError(f"schema {config.data.schema_file} does not exist: point data.schema at a "
                                 "schema.pbtxt (the default is in schemas/)")
 
 

@@ -11,7 +11,6 @@ record even when the run stops; the pipeline runs Transform and everything
 after it only when ``passed`` is 1.
 """
 
-import json
 import os
 from typing import Optional
 
@@ -23,9 +22,11 @@ from tfx.utils import path_utils
 
 from components.artifacts import DataVerdict, IngestionReport, read_json, write_json
 from components.gate.baseline import baseline_uri
-from components.model_contract import LABEL_COUNTS_FILE
+from components.ingest.data_limits import DataLimits
 from components.ingest.image_example_gen import REPORT_FILE
 from components.ingest.quarantine import Reason, count_by_code, describe_counts, read_entries
+from components.model_contract import LABEL_COUNTS_FILE
+from components.spec import parse
 
 VERDICT_FILE = "verdict.json"
 
@@ -59,7 +60,7 @@ def label_drift(current: dict[str, int], previous: dict[str, int]) -> float:
     return max(abs(current.get(c, 0) / total_now - previous.get(c, 0) / total_before) for c in classes)
 
 
-def judge(report: dict, anomalies: list[str], limits: dict, previous_counts: Optional[dict]) -> dict:
+def judge(report: dict, anomalies: list[str], limits: DataLimits, previous_counts: Optional[dict]) -> dict:
     """The verdict: ``problems`` stop the run, ``warnings`` are shown; ``checks`` has the numbers."""
     problems = list(anomalies)
     warnings = []
@@ -69,10 +70,10 @@ def judge(report: dict, anomalies: list[str], limits: dict, previous_counts: Opt
     bad_files = [q for q in quarantined if not q.path.endswith("/")]
     bad_fraction = len(bad_files) / files if files else 0.0
     by_code = count_by_code(bad_files)
-    if bad_fraction > limits["max_bad_fraction"]:
+    if bad_fraction > limits.max_bad_fraction:
         problems.append(
             f"{len(bad_files)} of {files} files ({bad_fraction:.1%}) were quarantined ({describe_counts(by_code)}), "
-            f"over the limit of {limits['max_bad_fraction']:.1%} (data.max_bad_fraction); the ingestion report "
+            f"over the limit of {limits.max_bad_fraction:.1%} (data.max_bad_fraction); the ingestion report "
             "lists each with its reason")
     elif bad_files:
         warnings.append(f"{len(bad_files)} of {files} files ({bad_fraction:.1%}) were quarantined "
@@ -89,18 +90,18 @@ def judge(report: dict, anomalies: list[str], limits: dict, previous_counts: Opt
     if len(per_class) < 2:
         problems.append(f"{len(per_class)} class(es) with usable images; a classifier needs at least 2")
     for name, count in sorted(per_class.items()):
-        if count < limits["min_images_per_class"]:
+        if count < limits.min_images_per_class:
             problems.append(
                 f"class '{name}' has {count} images, fewer than the minimum of "
-                f"{limits['min_images_per_class']} (data.min_images_per_class): add images or remove the class")
+                f"{limits.min_images_per_class} (data.min_images_per_class): add images or remove the class")
     imbalance = max(per_class.values()) / max(min(per_class.values()), 1) if per_class else 0.0
-    if imbalance > limits["max_class_imbalance"]:
+    if imbalance > limits.max_class_imbalance:
         largest = max(per_class, key=per_class.get)
         smallest = min(per_class, key=per_class.get)
         problems.append(
             f"classes are imbalanced: '{largest}' has {per_class[largest]} images, '{smallest}' "
             f"{per_class[smallest]}, a ratio of {imbalance:.1f} over the bound of "
-            f"{limits['max_class_imbalance']:g} (data.max_class_imbalance)")
+            f"{limits.max_class_imbalance:g} (data.max_class_imbalance)")
 
     drift = None
     appeared: list[str] = []
@@ -113,10 +114,10 @@ def judge(report: dict, anomalies: list[str], limits: dict, previous_counts: Opt
         if vanished:
             warnings.append(f"classes the last blessed model had that are gone now: {', '.join(vanished)}")
         drift = label_drift(train_counts, previous_counts)
-        if drift > limits["max_label_drift"]:
+        if drift > limits.max_label_drift:
             problems.append(
                 f"the label distribution drifted by {drift:.3f} (largest change in a class's share) "
-                f"against the last blessed model's training data, over {limits['max_label_drift']:g} "
+                f"against the last blessed model's training data, over {limits.max_label_drift:g} "
                 "(data.max_label_drift)")
     return {
         "passed": not problems,
@@ -146,13 +147,18 @@ def DataGate(
     limits_json: tfx.dsl.components.Parameter[str],
     baseline_model: tfx.dsl.components.InputArtifact[standard_artifacts.Model] = None,
 ) -> None:
-    """Judges the data; writes the verdict with ``passed`` 1 or 0 (never fails the run itself)."""
+    """Judges the data; writes the verdict with ``passed`` 1 or 0.
+
+    Bad data never fails this step; limits it cannot read (an unknown or
+    mistyped key in the ``data_limits`` runtime parameter) do, naming the key.
+    """
+    limits = parse(DataLimits, limits_json, "the data gate's limits (the pipeline's `data_limits` runtime parameter)")
     split_names = artifact_utils.decode_split_names(statistics.split_names)
     ingestion = read_json(report.uri, REPORT_FILE)
     previous = None
     model_uri = baseline_uri(baseline_model)
     if model_uri is not None:
         previous = read_json(path_utils.serving_model_path(model_uri), "assets.extra", LABEL_COUNTS_FILE)
-    result = judge(ingestion, read_anomalies(anomalies.uri, split_names), json.loads(limits_json), previous)
+    result = judge(ingestion, read_anomalies(anomalies.uri, split_names), limits, previous)
     write_json(result, verdict.uri, VERDICT_FILE)
     verdict.set_int_custom_property("passed", int(result["passed"]))

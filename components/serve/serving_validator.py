@@ -23,8 +23,10 @@ from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
-from components.serve import serving_runtime
 from components.artifacts import write_json
+from components.serve import serving_runtime
+from components.serve.budgets import LatencyBudgets
+from components.spec import parse
 
 REPORT_FILE = "serving_validation.json"
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -82,7 +84,8 @@ def ServingValidator(
     serving_tf_version: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
     """Writes INFRA_BLESSED or INFRA_NOT_BLESSED, serving_validation.json, and ``blessed``."""
-    result = validate(path_utils.serving_model_path(model.uri), json.loads(budgets_json), max_pixels, timeout_s,
+    budgets = parse(LatencyBudgets, budgets_json, "the serving validator's budgets (serving.* in the configuration)")
+    result = validate(path_utils.serving_model_path(model.uri), budgets.model_dump(), max_pixels, timeout_s,
                       serving_tf_version)
     write_json(result, blessing.uri, REPORT_FILE)
     marker = "INFRA_BLESSED" if result["passed"] else "INFRA_NOT_BLESSED"

@@ -30,6 +30,7 @@ import tensorflow as tf
 import tf_keras
 
 from components.image_ops import CHANNELS
+from components.train.options import BackboneConfig
 
 log = logging.getLogger(__name__)
 
@@ -314,14 +315,10 @@ def with_dtype_policy(model: tf_keras.Model, policy: str) -> tf_keras.Model:
     return copy
 
 
-def load_backbone(config: dict, image_size: int, dtype_policy: str = "float32") -> Backbone:
-    """The pretrained network up to its feature layer, as a model of its own.
-
-    ``config`` is the pipeline's ``backbone`` section as a dict: architecture,
-    path, cut_layer, input_scaling.
-    """
-    architecture, path = config.get("architecture", ""), config.get("path", "")
-    scaling = config.get("input_scaling", "auto")
+def load_backbone(config: BackboneConfig, dtype_policy: str = "float32") -> Backbone:
+    """The pretrained network up to its feature layer, as a model of its own, at ``config.image_size``."""
+    architecture, path, image_size = config.architecture, config.path, config.image_size
+    scaling = config.input_scaling
     is_dir = bool(path) and tf.io.gfile.isdir(path)
     if architecture:
         model = build_application(architecture, path, image_size)
@@ -343,12 +340,12 @@ def load_backbone(config: dict, image_size: int, dtype_policy: str = "float32") 
             raise BackboneError(
                 f"backbone {path} does not exist: set backbone.path to a .keras or .h5 file, a SavedModel "
                 "directory or a TF Hub module (the demo's is made by `thaw demo`)")
-        model = load_saved_model(path, trust_code=bool(config.get("trust_code")))
+        model = load_saved_model(path, trust_code=config.trust_code)
         source = "keras"
         scaling = "none" if scaling == "auto" else scaling
         if dtype_policy != "float32":
             model = with_dtype_policy(model, dtype_policy)
-    cut = feature_layer(model, config.get("cut_layer", ""))
+    cut = feature_layer(model, config.cut_layer)
     if isinstance(cut, tf_keras.Model):
         # A classifier saved around a base model (Sequential([base, pooling,
         # dense])): the base is the backbone, and its layers are what unfreezes.

@@ -152,6 +152,6 @@ class Checkpoints:
 
 def fingerprint(stages: list, model: tf_keras.Model, extra: str = "") -> str:
     """What a checkpoint may be resumed by: the same stages, model shapes and ``extra`` (e.g. the data)."""
-    text = json.dumps([dataclasses.asdict(s) for s in stages], sort_keys=True)
+    text = json.dumps([s.model_dump(mode="json") for s in stages], sort_keys=True)
     shapes = ",".join(f"{w.name}{tuple(w.shape)}" for w in model.weights)
     return hashlib.sha256((text + shapes + extra).encode()).hexdigest()[:16]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from components import image_ops
+from components.train.options import AugmentConfig
 from components.train.preprocessing import IMAGE_KEY, LABEL_ID_KEY
 
 
@@ -19,34 +20,30 @@ def _files(file_patterns: list[str]) -> list[str]:
     return sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
 
 
-def augment(pixels: tf.Tensor, config: dict, seed: int) -> tf.Tensor:
+def augment(pixels: tf.Tensor, config: AugmentConfig, seed: int) -> tf.Tensor:
     """One training image, randomly changed as ``config`` (the training.augment section) says.
 
     Pixels stay float32 RGB in [0, 255] at the same size, so the model sees
     augmented and plain images the same way.
     """
     size = pixels.shape[0]
-    flip = config.get("flip", "none")
-    if flip in ("horizontal", "both"):
+    if config.flip in ("horizontal", "both"):
         pixels = tf.image.random_flip_left_right(pixels, seed=seed)
-    if flip in ("vertical", "both"):
+    if config.flip in ("vertical", "both"):
         pixels = tf.image.random_flip_up_down(pixels, seed=seed + 1)
-    crop = float(config.get("crop", 0.0))
-    if crop:
-        side = tf.cast(tf.round(size * tf.random.uniform([], 1.0 - crop, 1.0, seed=seed + 2)), tf.int32)
+    if config.crop:
+        side = tf.cast(tf.round(size * tf.random.uniform([], 1.0 - config.crop, 1.0, seed=seed + 2)), tf.int32)
         pixels = tf.image.random_crop(pixels, tf.stack([side, side, 3]), seed=seed + 3)
         pixels = tf.image.resize(pixels, [size, size])
-    brightness = float(config.get("brightness", 0.0))
-    if brightness:
-        pixels = tf.image.random_brightness(pixels, brightness * 255.0, seed=seed + 4)
-    contrast = float(config.get("contrast", 0.0))
-    if contrast:
-        pixels = tf.image.random_contrast(pixels, 1.0 - contrast, 1.0 + contrast, seed=seed + 5)
+    if config.brightness:
+        pixels = tf.image.random_brightness(pixels, config.brightness * 255.0, seed=seed + 4)
+    if config.contrast:
+        pixels = tf.image.random_contrast(pixels, 1.0 - config.contrast, 1.0 + config.contrast, seed=seed + 5)
     return tf.clip_by_value(pixels, 0.0, 255.0)
 
 
 def make_dataset(file_patterns: list[str], image_size: int, batch_size: int, *,
-                 training: bool, seed: int, augmentation: dict | None = None) -> tf.data.Dataset:
+                 training: bool, seed: int, augmentation: AugmentConfig | None = None) -> tf.data.Dataset:
     """Reads gzipped TFRecords of transformed examples.
 
     Training data is shuffled, augmented and repeated without end (the

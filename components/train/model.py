@@ -6,6 +6,7 @@ import tensorflow as tf
 import tf_keras
 
 from components.image_ops import CHANNELS
+from components.train.options import HeadConfig
 
 # ImageNet's channel statistics, as keras.applications' preprocess_input uses them.
 _IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
@@ -49,9 +50,8 @@ class InputScaling(tf_keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
-def build_classifier(backbone: tf_keras.Model, num_classes: int, image_size: int, *,
-                     scaling: str = "none", pooling: str = "avg", dense_units: list[int] = (),
-                     activation: str = "relu", dropout: float = 0.0) -> tf_keras.Model:
+def build_classifier(backbone: tf_keras.Model, num_classes: int, image_size: int, head: HeadConfig, *,
+                     scaling: str = "none") -> tf_keras.Model:
     """Pixels -> scaling -> backbone -> pooling -> [dropout, dense]* -> dropout -> softmax.
 
     The backbone is called with ``training=False``: its BatchNormalization
@@ -64,21 +64,15 @@ def build_classifier(backbone: tf_keras.Model, num_classes: int, image_size: int
     features = backbone(scaled, training=False)
     if len(features.shape) == 4:
         pool = {"avg": tf_keras.layers.GlobalAveragePooling2D, "max": tf_keras.layers.GlobalMaxPooling2D,
-                "flatten": tf_keras.layers.Flatten}[pooling]
+                "flatten": tf_keras.layers.Flatten}[head.pooling]
         features = pool(name="head_pool")(features)
-    for i, units in enumerate(dense_units):
-        if dropout:
-            features = tf_keras.layers.Dropout(dropout, name=f"head_dropout_{i}")(features)
-        features = tf_keras.layers.Dense(units, activation=activation, name=f"head_dense_{i}")(features)
-    if dropout:
-        features = tf_keras.layers.Dropout(dropout, name="head_dropout")(features)
+    for i, units in enumerate(head.dense_units):
+        if head.dropout:
+            features = tf_keras.layers.Dropout(head.dropout, name=f"head_dropout_{i}")(features)
+        features = tf_keras.layers.Dense(units, activation=head.activation, name=f"head_dense_{i}")(features)
+    if head.dropout:
+        features = tf_keras.layers.Dropout(head.dropout, name="head_dropout")(features)
     # float32 output even under mixed precision, so probabilities sum to 1.
     probabilities = tf_keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
                                           name="probabilities")(features)
     return tf_keras.Model(pixels, probabilities, name="classifier")
-
-
-def head_kwargs(head_config: dict) -> dict:
-    """build_classifier's keyword arguments from the pipeline's ``head`` section."""
-    return {"pooling": head_config.get("pooling", "avg"), "dense_units": list(head_config.get("dense_units", [])),
-            "activation": head_config.get("activation", "relu"), "dropout": float(head_config.get("dropout", 0.0))}

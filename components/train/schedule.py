@@ -30,29 +30,11 @@ import tf_keras
 from components.artifacts import write_json
 from components.train.checkpoints import Checkpoints, ResumeState, fingerprint
 from components.train.optimizers import WarmupCosine, make_optimizer
+from components.train.options import StageConfig
 from components.train.trainable import (block_starts, count_trainable, describe_trainable, first_trainable_layer,
                                         layer_lr_scales, set_trainable)
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class Stage:
-    """One stage; the fields mirror pipeline.config.StageConfig."""
-
-    name: str
-    epochs: int
-    trainable: str = "none"       # none | all | top:N | top:P% | from:LAYER | auto
-    learning_rate: float = 1e-3
-    warmup_epochs: float = 0.0
-    decay: str = "cosine"         # constant | cosine
-    optimizer: str = "adam"       # adam | adamw | sgd | rmsprop
-    weight_decay: float = 0.0
-    layer_lr_decay: float = 1.0
-    monitor: str = "val_loss"     # val_loss | val_accuracy (see pipeline.config.StageConfig)
-    patience: int = 0
-    restore_best: bool = True
-    auto_max_blocks: int = 2
 
 
 @dataclasses.dataclass
@@ -70,11 +52,6 @@ class StageResult:
     history: dict[str, list[float]]
 
 
-def stages_from_config(stages: list[dict]) -> list[Stage]:
-    names = {f.name for f in dataclasses.fields(Stage)}
-    return [Stage(**{k: v for k, v in s.items() if k in names}) for s in stages]
-
-
 def _better(monitor: str, value: float, best: float | None) -> bool:
     if best is None or math.isnan(best):
         return not math.isnan(value)
@@ -84,7 +61,7 @@ def _better(monitor: str, value: float, best: float | None) -> bool:
 class _Compiled:
     """One stage's model configuration: what trains, its optimizer, compiled."""
 
-    def __init__(self, model, backbone, stage: Stage, steps_per_epoch: int, strategy):
+    def __init__(self, model, backbone, stage: StageConfig, steps_per_epoch: int, strategy):
         self.model, self.backbone, self.stage = model, backbone, stage
         self.steps_per_epoch, self.strategy = steps_per_epoch, strategy
         self.optimizer = None
@@ -136,7 +113,7 @@ class _Run:
     callbacks: list
 
 
-def run_schedule(model: tf_keras.Model, backbone: tf_keras.Model, stages: list[Stage],
+def run_schedule(model: tf_keras.Model, backbone: tf_keras.Model, stages: list[StageConfig],
                  train_ds: tf.data.Dataset, eval_ds: tf.data.Dataset, *, steps_per_epoch: int,
                  log_dir: str | None = None, checkpoint_dir: str | None = None,
                  strategy: tf.distribute.Strategy | None = None, callbacks: list | None = None,
@@ -174,7 +151,7 @@ def run_schedule(model: tf_keras.Model, backbone: tf_keras.Model, stages: list[S
     return results
 
 
-def _run_stage(run: _Run, index: int, stage: Stage, state: ResumeState, resume_from: str | None) -> StageResult:
+def _run_stage(run: _Run, index: int, stage: StageConfig, state: ResumeState, resume_from: str | None) -> StageResult:
     """One stage, from its start or from where a killed run left it; ends with its best weights."""
     model = run.model
     mid_stage = state.mid_stage
@@ -202,7 +179,7 @@ def _run_stage(run: _Run, index: int, stage: Stage, state: ResumeState, resume_f
     return _finish(run, stage, state, compiled, best_weights)
 
 
-def _enter(run: _Run, stage: Stage, state: ResumeState, compiled: _Compiled) -> list:
+def _enter(run: _Run, stage: StageConfig, state: ResumeState, compiled: _Compiled) -> list:
     """A later stage's starting weights are its epoch 0, and its best until an epoch beats them.
 
     So unfreezing never leaves the model worse on validation than the stage
@@ -217,7 +194,7 @@ def _enter(run: _Run, stage: Stage, state: ResumeState, compiled: _Compiled) -> 
     return run.model.get_weights()
 
 
-def _train_epoch(run: _Run, stage: Stage, state: ResumeState, compiled: _Compiled) -> bool:
+def _train_epoch(run: _Run, stage: StageConfig, state: ResumeState, compiled: _Compiled) -> bool:
     """One epoch of fit(), recorded in ``state``; True when the monitored metric improved."""
     lr = compiled.current_lr()
     started = time.monotonic()
@@ -241,7 +218,7 @@ def _train_epoch(run: _Run, stage: Stage, state: ResumeState, compiled: _Compile
     return False
 
 
-def _after_epoch(run: _Run, stage: Stage, state: ResumeState, compiled: _Compiled) -> None:
+def _after_epoch(run: _Run, stage: StageConfig, state: ResumeState, compiled: _Compiled) -> None:
     """After ``patience`` epochs without improvement: unfreeze the next block (auto), or stop the stage."""
     if not (stage.patience and state.wait >= stage.patience and state.epoch < stage.epochs):
         return
@@ -259,7 +236,7 @@ def _after_epoch(run: _Run, stage: Stage, state: ResumeState, compiled: _Compile
                  stage.name, stage.monitor, stage.patience)
 
 
-def _finish(run: _Run, stage: Stage, state: ResumeState, compiled: _Compiled, best_weights) -> StageResult:
+def _finish(run: _Run, stage: StageConfig, state: ResumeState, compiled: _Compiled, best_weights) -> StageResult:
     """Ends the stage with its best weights (or those it started with) and says what it did."""
     kept_entry = stage.restore_best and state.best_epoch == 0 and state.entry_val_accuracy is not None
     if stage.restore_best and (state.best_epoch or kept_entry) and state.best_epoch != state.epoch:

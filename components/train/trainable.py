@@ -1,9 +1,10 @@
 """What trains: the backbone's blocks, which of its layers a stage unfreezes, and their learning-rate factors.
 
 A stage names what trains in a small language (none, all, top:N, top:P%,
-from:LAYER, auto); this module turns it into the index of the lowest backbone
-layer that trains, and sets ``trainable`` accordingly. ``auto`` unfreezes whole
-blocks, as keras.applications models name them, from the top down.
+from:LAYER, auto; read by ``components.train.options.parse_trainable``); this
+module turns it into the index of the lowest backbone layer that trains, and
+sets ``trainable`` accordingly. ``auto`` unfreezes whole blocks, as
+keras.applications models name them, from the top down.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import re
 
 import tensorflow as tf
 import tf_keras
+
+from components.train.options import parse_trainable
 
 _BLOCK_NAME = re.compile(r"^(.*?block_?\d+[a-z]?)(?:_|$)")   # block5_conv1, conv5_block3_1, block_16_project, block7a_se
 _NUMBERED_NAME = re.compile(r"^(.*?_\d+)(?:_|$)")             # expanded_conv_10_depthwise, Conv_1_bn
@@ -51,25 +54,23 @@ def block_starts(backbone: tf_keras.Model) -> list[int]:
 def first_trainable_layer(backbone: tf_keras.Model, spec: str, blocks: int = 0) -> int:
     """Index of the lowest backbone layer that trains under ``spec``; len(layers) when none does."""
     n = len(backbone.layers)
-    kind, _, arg = spec.partition(":")
-    if spec == "none":
+    trainable = parse_trainable(spec)
+    if trainable.kind == "none":
         return n
-    if spec == "all":
+    if trainable.kind == "all":
         return 0
-    if spec == "auto":
+    if trainable.kind == "auto":
         starts = block_starts(backbone)
         return starts[-blocks] if 0 < blocks <= len(starts) else (0 if blocks else n)
-    if kind == "top" and arg.endswith("%"):
-        return n - math.ceil(n * float(arg[:-1]) / 100)
-    if kind == "top":
-        return max(0, n - int(arg))
-    if kind == "from":
-        names = [layer.name for layer in backbone.layers]
-        if arg not in names:
-            raise ValueError(f"trainable from:{arg}: the backbone has no layer named '{arg}'; "
-                             f"its layers are: {', '.join(names)}")
-        return names.index(arg)
-    raise ValueError(f"unknown trainable spec '{spec}'")
+    if trainable.kind == "top%":
+        return n - math.ceil(n * trainable.percent / 100)
+    if trainable.kind == "top":
+        return max(0, n - trainable.layers)
+    names = [layer.name for layer in backbone.layers]
+    if trainable.layer not in names:
+        raise ValueError(f"trainable from:{trainable.layer}: the backbone has no layer named '{trainable.layer}'; "
+                         f"its layers are: {', '.join(names)}")
+    return names.index(trainable.layer)
 
 
 def set_trainable(backbone: tf_keras.Model, first: int) -> None:

@@ -1,8 +1,10 @@
 """The Trainer's user code: ``run_fn``, which the stock TFX Trainer calls.
 
-It reads what the pipeline configured from ``custom_config`` (a plain dict: the
-components never import the pipeline), builds the classifier from the
-pretrained backbone, runs the unfreezing schedule and exports the SavedModel.
+It reads what the pipeline configured from ``custom_config``, validated as a
+``TrainerConfig`` (the components never import the pipeline, and an unknown or
+mistyped key, e.g. in a run's ``training`` parameter, stops it by name), builds
+the classifier from the pretrained backbone, runs the unfreezing schedule and
+exports the SavedModel.
 
 The same code runs on a laptop's CPU and on a GPU node: with GPUs it trains
 under ``MirroredStrategy`` over all of them, in mixed precision, with the
@@ -27,9 +29,11 @@ from components.model_contract import LABEL_COUNTS_FILE
 from components.train.backbone import load_backbone
 from components.train.export import export_model
 from components.train.input_pipeline import count_labels, first_images, make_dataset
-from components.train.model import build_classifier, head_kwargs
+from components.spec import parse
+from components.train.model import build_classifier
+from components.train.options import TrainerConfig
 from components.train.preprocessing import LABEL_VOCABULARY
-from components.train.schedule import run_schedule, stages_from_config, write_results
+from components.train.schedule import run_schedule, write_results
 
 log = logging.getLogger(__name__)
 
@@ -73,52 +77,49 @@ def float32_copy(model: tf_keras.Model, build) -> tf_keras.Model:
 def run_fn(fn_args) -> None:
     """Trains the classifier in stages and exports it for serving and evaluation."""
     logging.getLogger().setLevel(logging.INFO)
-    backbone_cfg = fn_args.custom_config["backbone"]
-    training_cfg = fn_args.custom_config["training"]
-    image_size = int(backbone_cfg["image_size"])
-    seed = int(training_cfg["seed"])
-    _seed_everything(seed)
+    config = parse(TrainerConfig, fn_args.custom_config,
+                   "the Trainer's custom_config (the pipeline's `training` runtime parameter)")
+    training = config.training
+    image_size = config.backbone.image_size
+    _seed_everything(training.seed)
 
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     class_names = [c.decode("utf-8") if isinstance(c, bytes) else c
                    for c in tf_transform_output.vocabulary_by_name(LABEL_VOCABULARY)]
     log.info("%d classes: %s", len(class_names), ", ".join(class_names))
 
-    strategy, policy = distribution(training_cfg.get("mixed_precision", "auto"))
+    strategy, policy = distribution(training.mixed_precision)
     tf_keras.mixed_precision.set_global_policy(policy)
-    global_batch = int(training_cfg["batch_size"]) * strategy.num_replicas_in_sync
+    global_batch = training.batch_size * strategy.num_replicas_in_sync
     train_counts = count_labels(fn_args.train_files, class_names)
-    steps_per_epoch = (int(training_cfg.get("steps_per_epoch", 0))
-                       or max(1, math.ceil(sum(train_counts.values()) / global_batch)))
-    train_ds = make_dataset(fn_args.train_files, image_size, global_batch, training=True, seed=seed,
-                            augmentation=training_cfg.get("augment"))
-    eval_ds = make_dataset(fn_args.eval_files, image_size, global_batch, training=False, seed=seed)
+    steps_per_epoch = training.steps_per_epoch or max(1, math.ceil(sum(train_counts.values()) / global_batch))
+    train_ds = make_dataset(fn_args.train_files, image_size, global_batch, training=True, seed=training.seed,
+                            augmentation=training.augment)
+    eval_ds = make_dataset(fn_args.eval_files, image_size, global_batch, training=False, seed=training.seed)
 
     def build(dtype_policy: str):
-        backbone = load_backbone(backbone_cfg, image_size, dtype_policy=dtype_policy)
-        model = build_classifier(backbone.model, len(class_names), image_size, scaling=backbone.scaling,
-                                 **head_kwargs(fn_args.custom_config.get("head", {})))
+        backbone = load_backbone(config.backbone, dtype_policy=dtype_policy)
+        model = build_classifier(backbone.model, len(class_names), image_size, config.head, scaling=backbone.scaling)
         return backbone, model
 
     with strategy.scope():
         backbone, model = build(policy)
-    log.info("backbone from %s (%s): %d layers, input scaling %s", backbone_cfg.get("path") or
-             backbone_cfg.get("architecture"), backbone.source, len(backbone.model.layers), backbone.scaling)
+    log.info("backbone from %s (%s): %d layers, input scaling %s", config.backbone.path or
+             config.backbone.architecture, backbone.source, len(backbone.model.layers), backbone.scaling)
     results = run_schedule(
-        model, backbone.model, stages_from_config(training_cfg["stages"]), train_ds, eval_ds,
+        model, backbone.model, training.stages, train_ds, eval_ds,
         steps_per_epoch=steps_per_epoch, log_dir=fn_args.model_run_dir, strategy=strategy,
         checkpoint_dir=os.path.join(fn_args.model_run_dir, CHECKPOINT_DIR),
         # A checkpoint is resumed only by the same configuration, data (as its
         # class counts), steps, global batch and precision.
-        fingerprint_extra=json.dumps([fn_args.custom_config, class_names, train_counts, steps_per_epoch,
+        fingerprint_extra=json.dumps([config.model_dump(mode="json"), class_names, train_counts, steps_per_epoch,
                                       global_batch, policy], sort_keys=True))
     write_results(results, os.path.join(fn_args.model_run_dir, STAGE_RESULTS_FILE))
     tf_keras.mixed_precision.set_global_policy("float32")
     if policy != "float32":
         model = float32_copy(model, lambda: build("float32")[1])
     export_model(model, tf_transform_output, class_names, image_size, fn_args.serving_model_dir,
-                 max_pixels=int(fn_args.custom_config["max_pixels"]),
-                 warmup_images=first_images(fn_args.eval_files, WARMUP_IMAGES))
+                 max_pixels=config.max_pixels, warmup_images=first_images(fn_args.eval_files, WARMUP_IMAGES))
     # The training data's class counts travel with the model (TF Serving ignores
     # this file), so the next run's DataGate can measure drift against them.
     write_json(train_counts, fn_args.serving_model_dir, "assets.extra", LABEL_COUNTS_FILE)

@@ -59,9 +59,10 @@ def test_every_source_tensor_has_a_keras_layer(source_outputs):
 
 def test_the_loader_cuts_it_and_auto_unfreezes_it_from_the_top_block_down(converted):
     from components.train.backbone import load_backbone
+    from components.train.options import BackboneConfig
     from components.train.trainable import first_trainable_layer
 
-    backbone = load_backbone({"path": converted["backbone"]}, 96)
+    backbone = load_backbone(BackboneConfig(path=converted["backbone"], image_size=96))
     assert backbone.model.layers[-1].name == "top_activation"
     assert backbone.model.output_shape[-1] == 1280
     layers = backbone.model.layers

@@ -223,11 +223,13 @@ def test_the_report_renders_in_a_browser_with_no_errors_and_lists_every_quaranti
 
 def test_a_worse_candidate_is_not_pushed_and_serving_is_untouched(first_run):
     config, first = first_run
-    config.gate.min_accuracy = 0.0  # the comparison with the last blessed model stops it,
-    config.gate.min_macro_recall = config.gate.min_class_recall = 0.0
-    config.gate.class_recall_floors = {"five": 0.99}  # and so does one class's recall
-    config.training.stages = [config_lib.StageConfig(name="barely", epochs=1, trainable="none",
-                                                     learning_rate=1e-6)]
+    # The first run's configuration, but with no floor but one: the comparison with the last
+    # blessed model stops this candidate, and so does one class's recall.
+    settings = config.model_dump(by_alias=True)
+    settings["gate"].update(min_accuracy=0.0, min_macro_recall=0.0, min_class_recall=0.0,
+                            class_recall_floors={"five": 0.99})
+    settings["training"]["stages"] = [{"name": "barely", "epochs": 1, "trainable": "none", "learning_rate": 1e-6}]
+    config = config_lib.ThawConfig.model_validate(settings)
     before = snapshot(config.serving_path)
     summary = run_local(config)
     assert summary.baseline_metrics["accuracy"] == pytest.approx(first.metrics["accuracy"])

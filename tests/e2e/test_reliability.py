@@ -156,11 +156,12 @@ def test_a_disk_filling_up_mid_checkpoint_keeps_the_last_epoch_and_the_rerun_res
     import tf_keras
 
     from components.train.checkpoints import STATE_FILE, CheckpointError
-    from components.train.schedule import Stage, run_schedule
+    from components.train.options import StageConfig
+    from components.train.schedule import run_schedule
     from tests.support.schedule_job import classifier, toy_data
 
     checkpoints = small_disk / "checkpoints"
-    stages = [Stage("head", 3, "none", 1e-2, decay="constant")]
+    stages = [StageConfig(name="head", epochs=3, trainable="none", learning_rate=1e-2, decay="constant")]
 
     class FillAfterFirstEpoch(tf_keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

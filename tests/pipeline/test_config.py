@@ -1,10 +1,19 @@
 """The configuration: defaults run, YAML loads, every bad field is named."""
 
+import json
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
+import jsonschema
 import pytest
+import yaml
+from pydantic import ValidationError
 
+from components.ingest.data_limits import DataLimits
+from components.serve.budgets import LatencyBudgets
+from components.spec import parse
+from components.train.options import HeadConfig, StageConfig, TrainerConfig
 from pipeline import config as config_lib
 from pipeline.config import ConfigError
 
@@ -92,7 +101,7 @@ def test_trainer_settings_are_checked_field_by_field(workdir):
     message = str(error.value)
     for expected in (
             "backbone.architecture: 'MobileNetV9' is not a keras.applications model; known: ConvNeXtBase",
-            "backbone.input_scaling: use one of auto, none, unit, tf, torch, caffe, got 'bgr'",
+            "backbone.input_scaling: use auto, none, unit, tf, torch or caffe; got 'bgr'",
             "head.pooling: use avg, max or flatten", "head.dense_units[0]: must be >= 1", "head.dropout",
             "training.mixed_precision: use auto, on or off", "training.augment.flip", "training.augment.crop",
             "training.stages[0].trainable: top:N needs a number of layers >= 1, got 'top:0'",
@@ -135,7 +144,7 @@ def test_unknown_fields_and_wrong_types_are_named(workdir):
         config_lib.load(path)
     message = str(err.value)
     assert "trainig: unknown field" in message
-    assert "backbone.image_size: expected int, got 'big'" in message
+    assert "backbone.image_size: expected an integer, got 'big'" in message
     assert "training.stages: expected a list" in message
 
 
@@ -205,3 +214,143 @@ def test_beam_steps_name_a_runner_unless_one_is_given(workdir):
     assert config.beam_args() == ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
     config = config_lib.load(None, {"beam_pipeline_args": ["--runner=DataflowRunner", "--project=p"]})
     assert config.beam_args() == ["--runner=DataflowRunner", "--project=p"]
+
+
+@pytest.mark.parametrize("yaml_text,problem", [
+    # an unknown key, with the nearest known one
+    ("training: {stages: [{name: head, epoch: 3}]}",
+     "training.stages[0].epoch: unknown field (did you mean epochs?); known fields are auto_max_blocks, decay, "
+     "epochs, layer_lr_decay, learning_rate, monitor, name, optimizer, patience, restore_best, trainable, "
+     "warmup_epochs, weight_decay"),
+    # a wrong type: nothing is guessed, not even a number in quotes
+    ("backbone: {image_size: big}", "backbone.image_size: expected an integer, got 'big'"),
+    ("training: {stages: [{name: head, epochs: '3'}]}", "training.stages[0].epochs: expected an integer, got '3'"),
+    ("backbone: {trust_code: 1}", "backbone.trust_code: expected true or false, got 1"),
+    # out of range, with the range and what its bounds mean
+    ("training: {stages: [{name: head}, {name: top, learning_rate: -0.1}]}",
+     "training.stages[1].learning_rate: must be in (0, 1), got -0.1"),
+    ("training: {steps_per_epoch: -1}", "training.steps_per_epoch: must be >= 0 (0 = one pass over the data), got -1"),
+    ("training: {stages: [{name: head, patience: -1}]}",
+     "training.stages[0].patience: must be >= 0 (0 = no early stopping), got -1"),
+    ("backbone: {input_scaling: bgr}", "backbone.input_scaling: use auto, none, unit, tf, torch or caffe; got 'bgr'"),
+    # rules across fields
+    ("training: {stages: [{name: head, epochs: 2, warmup_epochs: 3}]}",
+     "training.stages[0].warmup_epochs: must be in [0, epochs=2], got 3"),
+    ("training: {stages: [{name: top, trainable: auto}]}",
+     "training.stages[0].patience: trainable auto unfreezes the next block after `patience` epochs without "
+     "improvement, so it needs patience >= 1"),
+    ("training: {stages: []}", "training.stages: needs at least one stage (e.g. the head alone)"),
+    ("gate: {min_accuracy: 0, max_accuracy_drop: 1}",
+     "gate: min_accuracy 0 with max_accuracy_drop 1 lets every model through; set a floor or a maximum drop"),
+    ("backbone: {path: ''}", "backbone.path: name a .keras/.h5 file, a SavedModel directory or a TF Hub module, "
+                             "or set backbone.architecture"),
+])
+def test_each_kind_of_problem_is_one_line_naming_its_path_and_the_fix(workdir, yaml_text, problem):
+    with pytest.raises(ConfigError) as err:
+        config_lib.load(write(workdir / "thaw.yaml", yaml_text))
+    assert err.value.problems == [problem]
+    assert str(err.value) == f"{workdir / 'thaw.yaml'}: invalid configuration:\n  {problem}"
+
+
+def test_a_valid_configuration_is_frozen(workdir):
+    config = config_lib.load()
+    with pytest.raises(ValidationError, match="frozen"):
+        config.gate.min_accuracy = 0.0
+    with pytest.raises(ValidationError, match="frozen"):
+        config.training.stages[0].epochs = 3
+
+
+def test_the_head_has_one_default_dropout():
+    # The Trainer once built the head with dropout 0.0 when the section left it out, against 0.2 here.
+    assert HeadConfig().dropout == config_lib.load().head.dropout == 0.2
+    assert TrainerConfig.model_validate({"backbone": {"path": "b.keras"}, "max_pixels": 10}).head.dropout == 0.2
+
+
+def test_the_trainers_json_reads_back_as_the_configuration(workdir):
+    config = config_lib.load(None, {"training.stages": [{"name": "head", "epochs": 2, "learning_rate": 0.01}]})
+    sent = TrainerConfig(backbone=config.backbone, head=config.head, training=config.training,
+                         max_pixels=config.data.max_pixels).model_dump_json()
+    received = parse(TrainerConfig, sent, "custom_config")
+    assert received.training == config.training and received.head == config.head
+    assert received.backbone.model_dump() == config.backbone.model_dump()
+
+
+def test_the_trainer_refuses_an_unknown_key_in_its_custom_config_by_name():
+    from components.train.trainer import run_fn
+
+    custom_config = {"backbone": {"path": "b.keras"}, "max_pixels": 10,
+                     "training": {"stages": [{"name": "head", "epochs": 2, "learnig_rate": 0.01}]}}
+    with pytest.raises(ConfigError) as err:
+        run_fn(SimpleNamespace(custom_config=custom_config))
+    assert err.value.problems == [
+        "training.stages[0].learnig_rate: unknown field (did you mean learning_rate?); known fields are "
+        "auto_max_blocks, decay, epochs, layer_lr_decay, learning_rate, monitor, name, optimizer, patience, "
+        "restore_best, trainable, warmup_epochs, weight_decay"]
+    assert str(err.value).startswith("the Trainer's custom_config (the pipeline's `training` runtime parameter)")
+
+
+def test_the_data_gate_refuses_an_unknown_key_in_its_limits_by_name():
+    from components.ingest.data_gate import DataGate
+
+    gate = DataGate.EXECUTOR_SPEC.executor_class._FUNCTION
+    with pytest.raises(ConfigError) as err:  # refused before any artifact is read
+        gate(statistics=None, anomalies=None, report=None, verdict=None,
+             limits_json='{"min_images_per_class": 5, "max_label_drfit": 0.1}')
+    assert err.value.problems == [
+        "max_label_drfit: unknown field (did you mean max_label_drift?); known fields are max_bad_fraction, "
+        "max_class_imbalance, max_label_drift, min_images_per_class"]
+    assert parse(DataLimits, '{"min_images_per_class": 5}', "limits").min_images_per_class == 5
+    with pytest.raises(ConfigError, match=r"min_images_per_class: expected an integer, got 5.5"):
+        parse(DataLimits, '{"min_images_per_class": 5.5}', "limits")
+    with pytest.raises(ConfigError, match="limits: invalid configuration:\n  not valid JSON"):
+        parse(DataLimits, '{"min_images_per_class": ', "limits")
+
+
+def test_serving_validation_refuses_an_unknown_key_in_its_budgets_by_name():
+    from components.serve.serving_validator import ServingValidator
+
+    validate = ServingValidator.EXECUTOR_SPEC.executor_class._FUNCTION
+    with pytest.raises(ConfigError) as err:  # refused before the model is looked at
+        validate(model=None, blessing=None, max_pixels=100, budgets_json='{"p99_ms_batch_1": 50, "batch": 8}')
+    assert err.value.problems == ["batch: unknown field (did you mean batch_size?); known fields are batch_size, "
+                                  "p99_ms_batch_1, p99_ms_batch_n"]
+    assert config_lib.load().serving.budgets() == LatencyBudgets().model_dump()
+
+
+def test_the_schema_describes_every_field_for_an_editor(capsys):
+    from pipeline import cli
+
+    assert cli.main(["config", "--schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    stages = schema["$defs"]["TrainingConfig"]["properties"]["stages"]
+    assert stages["items"] == {"$ref": "#/$defs/StageConfig"} and stages["minItems"] == 1
+    stage = schema["$defs"]["StageConfig"]
+    assert stage["additionalProperties"] is False and stage["required"] == ["name"]
+    assert set(stage["properties"]) == set(StageConfig.model_fields)
+    assert all(field.get("description") for field in stage["properties"].values())
+    rate = stage["properties"]["learning_rate"]
+    assert (rate["exclusiveMinimum"], rate["exclusiveMaximum"], rate["default"]) == (0, 1, 0.001)
+    assert stage["properties"]["optimizer"]["enum"] == ["adam", "adamw", "sgd", "rmsprop"]
+    assert "'head'" not in json.dumps(schema["properties"])  # sections are references, described once
+    # The example configuration is what the schema allows; a typo is not. Draft 7 too: the YAML
+    # language server's.
+    example = yaml.safe_load((REPO / "thaw.example.yaml").read_text())
+    typo = {"training": {"stages": [{"name": "a", "lr": 1}]}}
+    for validator in (jsonschema.Draft202012Validator(schema), jsonschema.Draft7Validator(schema)):
+        assert not list(validator.iter_errors(example))
+        assert [e.message for e in validator.iter_errors(typo)] == [
+            "Additional properties are not allowed ('lr' was unexpected)"]
+
+
+def test_thaw_config_prints_the_configuration_as_it_will_run(workdir, capsys):
+    from pipeline import cli
+
+    write(workdir / "thaw.yaml", "data: {root: images}\ntraining: {batch_size: 8}\n")
+    assert cli.main(["config", "--config", "thaw.yaml"]) == 0
+    printed = write(workdir / "printed.yaml", capsys.readouterr().out)
+    assert yaml.safe_load(printed.read_text())["data"]["root"] == str(workdir / "images")
+    assert config_lib.load(printed) == config_lib.load(workdir / "thaw.yaml")
+    write(workdir / "bad.yaml", "training: {batch_size: 0}\n")
+    assert cli.main(["config", "--config", "bad.yaml"]) == 2
+    assert "training.batch_size: must be >= 1, got 0" in capsys.readouterr().err

@@ -45,7 +45,7 @@ def test_every_stage_has_its_folder():
         assert (REPO / "components" / room / "__init__.py").is_file(), room
     loose = sorted(p.name for p in (REPO / "components").glob("*.py"))
     # Only what every stage shares sits beside the stage folders.
-    assert loose == ["__init__.py", "artifacts.py", "file_lock.py", "image_ops.py", "model_contract.py"], loose
+    assert loose == ["__init__.py", "artifacts.py", "file_lock.py", "image_ops.py", "model_contract.py", "spec.py"], loose
 
 
 def test_long_files_say_why():

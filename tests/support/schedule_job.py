@@ -36,16 +36,17 @@ def blocks_cnn(size=16, classes=3):
     return tf_keras.Model(inputs, outputs)
 
 
-def classifier(classes=2, size=16, **head):
-    """The demo-like backbone cut at its feature map, under a new head."""
+def classifier(classes=2, size=16):
+    """The demo-like backbone cut at its feature map, under a new head without dropout (runs repeat exactly)."""
     import tf_keras
 
     from components.train.backbone import feature_layer
     from components.train.model import build_classifier
+    from components.train.options import HeadConfig
 
     full = blocks_cnn(size)
     backbone = tf_keras.Model(full.inputs, feature_layer(full).output, name="backbone")
-    return build_classifier(backbone, classes, size, **head), backbone
+    return build_classifier(backbone, classes, size, HeadConfig(dropout=0.0)), backbone
 
 
 def toy_data(n=32, size=16, seed=0, flip_labels=False):
@@ -78,7 +79,8 @@ def main(argv=None) -> None:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.replicas)
     import tf_keras
 
-    from components.train.schedule import Stage, run_schedule
+    from components.train.options import StageConfig
+    from components.train.schedule import run_schedule
 
     if args.kill_before_commit >= 0:
         rename = tf.io.gfile.rename
@@ -106,8 +108,9 @@ def main(argv=None) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
             trained.append(epoch)
 
-    stages = [Stage("head", 2, "none", 1e-2, decay="constant"),
-              Stage("top", 3, "top:3", 1e-3, warmup_epochs=1, layer_lr_decay=0.5)]
+    stages = [StageConfig(name="head", epochs=2, trainable="none", learning_rate=1e-2, decay="constant"),
+              StageConfig(name="top", epochs=3, trainable="top:3", learning_rate=1e-3, warmup_epochs=1,
+                          layer_lr_decay=0.5)]
     results = run_schedule(model, backbone, stages, toy_data(), toy_data(seed=1), steps_per_epoch=4,
                            checkpoint_dir=args.checkpoint_dir, strategy=strategy, callbacks=[Epochs()])
     weights = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()

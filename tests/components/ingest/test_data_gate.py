@@ -4,10 +4,10 @@ import pytest
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from components.ingest.data_gate import judge, label_drift, read_anomalies
+from components.ingest.data_limits import DataLimits
 from components.ingest.quarantine import Quarantined, Reason
 
-LIMITS = {"max_bad_fraction": 0.1, "min_images_per_class": 5, "max_class_imbalance": 3.0,
-          "max_label_drift": 0.2}
+LIMITS = DataLimits(max_bad_fraction=0.1, min_images_per_class=5, max_class_imbalance=3.0, max_label_drift=0.2)
 
 
 def bad(path: str, code: Reason) -> dict:

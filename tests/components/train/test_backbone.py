@@ -13,6 +13,7 @@ import tf_keras
 from components.train.backbone import (APPLICATION_SCALING, BackboneError, feature_layer, load_backbone,
                                  resolve_hub_handle)
 from components.train.model import InputScaling, build_classifier
+from components.train.options import BackboneConfig, HeadConfig
 from components.train.trainable import first_trainable_layer, set_trainable
 
 
@@ -38,7 +39,7 @@ def mobilenet(include_top=False, seed=1):
 def test_whole_keras_models_load_from_every_saved_format_and_are_cut_at_the_feature_map(tmp_path, suffix):
     path = str(tmp_path / f"model{suffix}")
     small_cnn().save(path, save_format="tf" if suffix == "_savedmodel" else None)
-    backbone = load_backbone({"path": path}, 16)
+    backbone = load_backbone(BackboneConfig(path=path, image_size=16))
     assert backbone.source == "keras" and backbone.scaling == "none"
     assert backbone.model.layers[-1].name == "conv2"
     assert backbone.model.output_shape == (None, 12, 12, 4)
@@ -51,7 +52,8 @@ def test_an_application_by_name_reads_its_weights_from_a_file(tmp_path, monkeypa
     monkeypatch.setattr(tf_keras.applications, "MobileNetV2", _partial_alpha(tf_keras.applications.MobileNetV2))
     source = mobilenet(include_top="with_top" in file_name)
     source.save_weights(str(tmp_path / file_name))
-    backbone = load_backbone({"architecture": "MobileNetV2", "path": str(tmp_path / file_name)}, 32)
+    backbone = load_backbone(BackboneConfig(architecture="MobileNetV2", path=str(tmp_path / file_name),
+                                            image_size=32))
     assert backbone.source == "applications" and backbone.scaling == "tf"
     for layer in backbone.model.layers:
         if layer.weights:
@@ -69,14 +71,14 @@ def _partial_alpha(build):
 def test_weights_of_another_architecture_are_refused_naming_the_layers(tmp_path):
     small_cnn(32).save_weights(str(tmp_path / "cnn.h5"))
     with pytest.raises(BackboneError, match=r"has no weights for \d+ of MobileNetV2's layers \(e.g. Conv1"):
-        load_backbone({"architecture": "MobileNetV2", "path": str(tmp_path / "cnn.h5")}, 32)
+        load_backbone(BackboneConfig(architecture="MobileNetV2", path=str(tmp_path / "cnn.h5"), image_size=32))
     with pytest.raises(BackboneError, match="does not exist"):
-        load_backbone({"architecture": "MobileNetV2", "path": str(tmp_path / "missing.h5")}, 32)
+        load_backbone(BackboneConfig(architecture="MobileNetV2", path=str(tmp_path / "missing.h5"), image_size=32))
 
 
 def test_an_application_at_an_image_size_it_cannot_take_names_both():
     with pytest.raises(BackboneError, match="MobileNetV2 at backbone.image_size 16"):
-        load_backbone({"architecture": "MobileNetV2", "path": ""}, 16)
+        load_backbone(BackboneConfig(architecture="MobileNetV2", path="", image_size=16))
 
 
 @pytest.mark.parametrize("mode,module", [("tf", "mobilenet_v2"), ("torch", "densenet"), ("caffe", "resnet50")])
@@ -107,9 +109,9 @@ def feature_module():
 
 def test_a_tf_hub_module_from_a_directory_is_one_trainable_layer(tmp_path):
     tf.saved_model.save(feature_module(), str(tmp_path / "hub"))
-    backbone = load_backbone({"path": str(tmp_path / "hub")}, 16)
+    backbone = load_backbone(BackboneConfig(path=str(tmp_path / "hub"), image_size=16))
     assert backbone.source == "hub" and backbone.scaling == "unit"
-    model = build_classifier(backbone.model, 2, 16, scaling=backbone.scaling)
+    model = build_classifier(backbone.model, 2, 16, HeadConfig(), scaling=backbone.scaling)
     set_trainable(backbone.model, first_trainable_layer(backbone.model, "none"))
     assert len(model.trainable_weights) == 2  # the head alone
     set_trainable(backbone.model, first_trainable_layer(backbone.model, "all"))
@@ -146,7 +148,7 @@ def test_a_tf_hub_handle_is_downloaded_compressed_once(tmp_path, monkeypatch):
     try:
         first = resolve_hub_handle(handle)
         assert resolve_hub_handle(handle) == first
-        backbone = load_backbone({"path": handle}, 16)
+        backbone = load_backbone(BackboneConfig(path=handle, image_size=16))
     finally:
         server.shutdown()
     assert requests == ["/models/features/1?tf-hub-format=compressed"]
@@ -164,17 +166,18 @@ def test_cutting_errors_name_the_layer_and_the_shapes(tmp_path):
         feature_layer(tf_keras.Model(inputs, tokens), "tokens")
     model.save(tmp_path / "m.keras")
     with pytest.raises(BackboneError, match="takes 16x16 images but backbone.image_size is 32"):
-        load_backbone({"path": str(tmp_path / "m.keras")}, 32)
+        load_backbone(BackboneConfig(path=str(tmp_path / "m.keras"), image_size=32))
     with pytest.raises(BackboneError, match="does not exist"):
-        load_backbone({"path": str(tmp_path / "missing.keras")}, 16)
+        load_backbone(BackboneConfig(path=str(tmp_path / "missing.keras"), image_size=16))
     (tmp_path / "empty").mkdir()
     with pytest.raises(BackboneError, match="no saved_model.pb"):
-        load_backbone({"path": str(tmp_path / "empty")}, 16)
+        load_backbone(BackboneConfig(path=str(tmp_path / "empty"), image_size=16))
 
 
 def test_a_loaded_model_is_rebuilt_for_mixed_precision_with_its_weights(tmp_path):
     small_cnn().save(tmp_path / "m.keras")
-    backbone = load_backbone({"path": str(tmp_path / "m.keras")}, 16, dtype_policy="mixed_float16")
+    backbone = load_backbone(BackboneConfig(path=str(tmp_path / "m.keras"), image_size=16),
+                             dtype_policy="mixed_float16")
     conv = backbone.model.get_layer("conv1")
     assert conv.compute_dtype == "float16" and conv.variable_dtype == "float32"
     original = tf_keras.models.load_model(tmp_path / "m.keras").get_layer("conv1").get_weights()[0]
@@ -187,7 +190,7 @@ def test_a_classifier_saved_around_a_base_model_is_cut_at_the_base(tmp_path):
     wrapped = tf_keras.Sequential([tf_keras.Input((16, 16, 3)), base,
                                    tf_keras.layers.GlobalAveragePooling2D(), tf_keras.layers.Dense(3)])
     wrapped.save(tmp_path / "wrapped.keras")
-    backbone = load_backbone({"path": str(tmp_path / "wrapped.keras")}, 16)
+    backbone = load_backbone(BackboneConfig(path=str(tmp_path / "wrapped.keras"), image_size=16))
     assert [layer.name for layer in backbone.model.layers][-2:] == ["relu1", "conv2"]
     assert backbone.model.output_shape == (None, 12, 12, 4)
 
@@ -195,7 +198,7 @@ def test_a_classifier_saved_around_a_base_model_is_cut_at_the_base(tmp_path):
 def test_a_whole_model_given_as_an_architectures_weights_is_refused(tmp_path):
     small_cnn(32).save(tmp_path / "m.keras")
     with pytest.raises(BackboneError, match="is a whole saved model, not weights for MobileNetV2"):
-        load_backbone({"architecture": "MobileNetV2", "path": str(tmp_path / "m.keras")}, 32)
+        load_backbone(BackboneConfig(architecture="MobileNetV2", path=str(tmp_path / "m.keras"), image_size=32))
 
 
 def test_a_frozen_tf_hub_backbone_copies_onto_a_trainable_one(tmp_path):
@@ -204,8 +207,8 @@ def test_a_frozen_tf_hub_backbone_copies_onto_a_trainable_one(tmp_path):
     tf.saved_model.save(feature_module(), str(tmp_path / "hub"))
 
     def build():
-        backbone = load_backbone({"path": str(tmp_path / "hub")}, 16)
-        return build_classifier(backbone.model, 2, 16, scaling=backbone.scaling), backbone.model
+        backbone = load_backbone(BackboneConfig(path=str(tmp_path / "hub"), image_size=16))
+        return build_classifier(backbone.model, 2, 16, HeadConfig(), scaling=backbone.scaling), backbone.model
 
     trained, backbone = build()
     set_trainable(backbone, first_trainable_layer(backbone, "none"))  # the last stage left it frozen
@@ -229,7 +232,7 @@ def test_a_tf_hub_module_that_takes_training_runs_its_batchnorm_in_inference_mod
         call.get_concrete_function(tf.TensorSpec([None, None, None, 3], tf.float32), training)
     root.__call__ = call
     tf.saved_model.save(root, str(tmp_path / "bn_hub"))
-    backbone = load_backbone({"path": str(tmp_path / "bn_hub")}, 8)
+    backbone = load_backbone(BackboneConfig(path=str(tmp_path / "bn_hub"), image_size=8))
     x = np.full((1, 8, 8, 3), 0.5, dtype="float32")
     assert backbone.model.get_layer("hub_module")._takes_training
     np.testing.assert_allclose(backbone.model(x).numpy(), [[1.0, 1.0, 1.0]])
@@ -249,8 +252,8 @@ def test_a_backbone_with_a_lambda_layer_runs_no_code_unless_trusted(tmp_path, su
     marker.unlink(missing_ok=True)
 
     with pytest.raises(BackboneError, match=r"1 Lambda layer\(s\) \(innocent_looking\).*backbone.trust_code: true"):
-        load_backbone({"path": path, "cut_layer": "conv1"}, 16)
+        load_backbone(BackboneConfig(path=path, cut_layer="conv1", image_size=16))
     assert not marker.exists()  # refused before Keras read a layer
-    backbone = load_backbone({"path": path, "cut_layer": "conv1", "trust_code": True}, 16)
+    backbone = load_backbone(BackboneConfig(path=path, cut_layer="conv1", trust_code=True, image_size=16))
     assert backbone.model.output_shape == (None, 14, 14, 4)
     assert marker.read_text().startswith("ran")  # trusted: its code did run on load, as refused above

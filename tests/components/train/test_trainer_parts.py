@@ -13,7 +13,8 @@ import tf_keras
 from components import image_ops
 from components.train.input_pipeline import augment
 from components.train.optimizers import WarmupCosine
-from components.train.schedule import Stage, run_schedule
+from components.train.options import AugmentConfig, StageConfig
+from components.train.schedule import run_schedule
 from components.train.trainable import block_starts, count_trainable, first_trainable_layer, set_trainable
 from tests.conftest import REPO, png_bytes
 from tests.support.schedule_job import blocks_cnn, classifier, toy_data
@@ -33,13 +34,13 @@ def test_decode_rejects_bytes_that_are_no_image():
 
 def test_augmentation_keeps_size_and_range_and_changes_training_images():
     pixels = tf.constant(np.random.default_rng(0).uniform(0, 255, (16, 16, 3)).astype("float32"))
-    config = {"flip": "both", "crop": 0.3, "brightness": 0.2, "contrast": 0.3}
+    config = AugmentConfig(flip="both", crop=0.3, brightness=0.2, contrast=0.3)
     outputs = [augment(pixels, config, seed=i) for i in range(4)]
     for out in outputs:
         assert out.shape == (16, 16, 3)
         assert 0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 255
     assert any(not np.allclose(out, pixels) for out in outputs)
-    np.testing.assert_array_equal(augment(pixels, {"flip": "none"}, seed=0), pixels)
+    np.testing.assert_array_equal(augment(pixels, AugmentConfig(), seed=0), pixels)
 
 
 def test_blocks_follow_keras_applications_layer_names():
@@ -93,7 +94,8 @@ def test_the_head_trains_first_then_the_top_with_batchnorm_in_inference_mode(tmp
     bn = backbone.get_layer("block1_bn")
     moving_mean = bn.moving_mean.numpy().copy()
     kernels = {n: backbone.get_layer(n).kernel.numpy().copy() for n in ("block1_conv", "block3_conv")}
-    stages = [Stage("head", 2, "none", 1e-2, warmup_epochs=1), Stage("top", 1, "top:3", 1e-3, decay="constant")]
+    stages = [StageConfig(name="head", epochs=2, trainable="none", learning_rate=1e-2, warmup_epochs=1),
+              StageConfig(name="top", epochs=1, trainable="top:3", learning_rate=1e-3, decay="constant")]
     results = run_schedule(model, backbone, stages, toy_data(), toy_data(seed=1), steps_per_epoch=4,
                            log_dir=str(tmp_path))
 
@@ -130,7 +132,8 @@ def test_early_stopping_ends_the_stage_with_its_best_epochs_weights():
     kept = KeepWeights()
     # Validation labels are the training labels swapped: once the model
     # learns, val_loss only gets worse.
-    stage = Stage("all", 8, "all", 1e-2, decay="constant", monitor="val_loss", patience=2)
+    stage = StageConfig(name="all", epochs=8, trainable="all", learning_rate=1e-2, decay="constant", monitor="val_loss",
+                        patience=2)
     (result,) = run_schedule(model, backbone, [stage], toy_data(), toy_data(flip_labels=True), steps_per_epoch=4,
                              callbacks=[kept])
     losses = result.history["val_loss"]
@@ -158,9 +161,11 @@ def test_a_later_stage_that_never_beats_its_starting_weights_ends_with_them(tmp_
     tf_keras.utils.set_random_seed(0)
     model, backbone = classifier()
     kept = KeepWeights()
-    # The head learns; then a rate of 50 with plain SGD wrecks every weight it touches.
-    stages = [Stage("head", 3, "none", 1e-2, decay="constant"),
-              Stage("wreck", 3, "all", 50.0, decay="constant", optimizer="sgd")]
+    # The head learns; then a rate of 50 with plain SGD wrecks every weight it touches (a rate the
+    # configuration refuses, so the stage is built unchecked).
+    stages = [StageConfig(name="head", epochs=3, trainable="none", learning_rate=1e-2, decay="constant"),
+              StageConfig.model_construct(name="wreck", epochs=3, trainable="all", learning_rate=50.0,
+                                          decay="constant", optimizer="sgd")]
     checkpoints = str(tmp_path / "checkpoints")
     if interrupted:  # dies as the wreck stage's second epoch begins; a fresh model resumes from the checkpoints
         with pytest.raises(KeyboardInterrupt):
@@ -184,8 +189,8 @@ def test_a_later_stage_that_never_beats_its_starting_weights_ends_with_them(tmp_
 def test_auto_unfreezes_the_next_block_when_validation_stalls():
     tf_keras.utils.set_random_seed(0)
     model, backbone = classifier()
-    stage = Stage("auto", 6, "auto", 1e-2, decay="constant", monitor="val_loss", patience=1, auto_max_blocks=2,
-                  restore_best=False)
+    stage = StageConfig(name="auto", epochs=6, trainable="auto", learning_rate=1e-2, decay="constant",
+                        monitor="val_loss", patience=1, auto_max_blocks=2, restore_best=False)
     (result,) = run_schedule(model, backbone, [stage], toy_data(), toy_data(flip_labels=True), steps_per_epoch=4)
     # A stalled epoch unfreezes block 2; another, at the limit of 2 blocks, stops the stage.
     assert result.blocks_unfrozen == 2 and result.stopped_early and result.epochs_run < 6
@@ -204,7 +209,8 @@ def test_per_block_learning_rate_decay_moves_earlier_blocks_less(optimizer):
         model, backbone = classifier()
         before = {n: backbone.get_layer(n).kernel.numpy().copy() for n in ("block1_conv", "block2_conv", "block3_conv")}
         head = model.get_layer("probabilities").kernel.numpy().copy()
-        stage = Stage("all", 1, "all", 1e-2, decay="constant", optimizer=optimizer, layer_lr_decay=decay)
+        stage = StageConfig(name="all", epochs=1, trainable="all", learning_rate=1e-2, decay="constant",
+                            optimizer=optimizer, layer_lr_decay=decay)
         run_schedule(model, backbone, [stage], toy_data().take(1), toy_data().take(1), steps_per_epoch=1)
         moves[decay] = {n: np.abs(backbone.get_layer(n).kernel.numpy() - w).mean() for n, w in before.items()}
         moves[decay]["head"] = np.abs(model.get_layer("probabilities").kernel.numpy() - head).mean()
@@ -282,7 +288,8 @@ def test_epochs_of_fewer_steps_than_the_data_go_on_through_it():
     ids = tf.data.Dataset.range(400).map(lambda i: tf.ensure_shape(tf.py_function(record, [i], tf.int64), []))
     data = ids.map(lambda i: (tf.fill([16, 16, 3], tf.cast(i % 200, tf.float32)), i % 2)).repeat().batch(4)
     model, backbone = classifier()
-    run_schedule(model, backbone, [Stage("head", 10, "none", 1e-3)], data, toy_data(), steps_per_epoch=2)
+    run_schedule(model, backbone, [StageConfig(name="head", epochs=10, trainable="none", learning_rate=1e-3)], data,
+                 toy_data(), steps_per_epoch=2)
     # 10 epochs of 2 batches of 4: the stream reaches about element 80, it does
     # not read elements 0-7 (and a prefetch) ten times over.
     assert max(produced) >= 70 and len(produced) == len(set(produced)), sorted(produced)[:20]
@@ -291,7 +298,8 @@ def test_epochs_of_fewer_steps_than_the_data_go_on_through_it():
 def test_each_epoch_is_logged_within_its_stage_and_keras_counts_nothing(caplog, capsys):
     caplog.set_level("INFO", logger="components.train.schedule")
     model, backbone = classifier()
-    stages = [Stage("head", 2, "none", 1e-2, decay="constant"), Stage("top", 1, "top:3", 1e-3, decay="constant")]
+    stages = [StageConfig(name="head", epochs=2, trainable="none", learning_rate=1e-2, decay="constant"),
+              StageConfig(name="top", epochs=1, trainable="top:3", learning_rate=1e-3, decay="constant")]
     run_schedule(model, backbone, stages, toy_data(), toy_data(seed=1), steps_per_epoch=2)
     epochs = [m.split(":")[0] for m in caplog.messages if " epoch " in m and m.split()[0] in ("head", "top")]
     assert epochs == ["head epoch 1/2", "head epoch 2/2", "top epoch 1/1"]
