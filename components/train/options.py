@@ -16,6 +16,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from components.spec import Hint, Spec, Text, refuse
 
+
 @dataclasses.dataclass(frozen=True)
 class Trainable:
     """A stage's ``trainable`` setting, read: which kind, and its count, share or layer."""

@@ -26,10 +26,10 @@ import tf_keras
 
 from components.artifacts import STAGE_RESULTS_FILE, write_json
 from components.model_contract import LABEL_COUNTS_FILE
+from components.spec import parse
 from components.train.backbone import load_backbone
 from components.train.export import export_model
 from components.train.input_pipeline import count_labels, first_images, make_dataset
-from components.spec import parse
 from components.train.model import build_classifier
 from components.train.options import TrainerConfig
 from components.train.preprocessing import LABEL_VOCABULARY
