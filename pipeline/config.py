@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from components.ingest.data_limits import DataLimits
 from components.serve.budgets import LatencyBudgets
-from components.spec import ConfigError, Hint, Spec, Text, problems, refuse
+from components.spec import ConfigError, Hint, Spec, Text, parse, refuse
 from components.train.options import BackboneConfig, HeadConfig, TrainingConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -279,7 +279,4 @@ def load(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None
     # The default output_dir is relative to where thaw runs, as the CLI's --output is.
     data.setdefault("output_dir", ThawConfig.model_fields["output_dir"].default)
     _resolve_paths(data, Path.cwd())
-    try:
-        return ThawConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(source, problems(exc, ThawConfig)) from None
+    return parse(ThawConfig, data, source)
