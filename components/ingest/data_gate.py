@@ -4,7 +4,7 @@ ExampleValidator finds anomalies but stops nothing, and TFDV knows nothing of
 classes. This component reads what ingestion and validation wrote and decides:
 TFDV's anomalies against the schema, the share of quarantined files, images
 per class, class balance, the image size distribution, and, against the data
-the last blessed model was trained on, classes that appeared or vanished and
+the served model was trained on, classes that appeared or vanished and
 drift of the label distribution. It always writes its verdict (the ``verdict``
 artifact, ``verdict.json``, and a ``passed`` property), so the verdict is on
 record even when the run stops; the pipeline runs Transform and everything
@@ -94,6 +94,17 @@ def judge(report: dict, anomalies: list[str], limits: DataLimits, previous_count
             problems.append(
                 f"class '{name}' has {count} images, fewer than the minimum of "
                 f"{limits.min_images_per_class} (data.min_images_per_class): add images or remove the class")
+    split_names = sorted({split for splits in report["per_class"].values() for split in splits})
+    for name, splits in sorted(report["per_class"].items()):
+        if per_class[name] < limits.min_images_per_class:
+            continue  # said above
+        short = [f"{splits.get(split, 0)} in {split}" for split in split_names
+                 if splits.get(split, 0) < limits.min_images_per_split]
+        if short:
+            problems.append(
+                f"class '{name}' has {', '.join(short)}, fewer than the minimum of {limits.min_images_per_split} "
+                f"per split (data.min_images_per_split): the splits are assigned by each image's content hash, "
+                f"so add images to the class (or raise that split's fraction in data.splits)")
     imbalance = max(per_class.values()) / max(min(per_class.values()), 1) if per_class else 0.0
     if imbalance > limits.max_class_imbalance:
         largest = max(per_class, key=per_class.get)
@@ -110,14 +121,14 @@ def judge(report: dict, anomalies: list[str], limits: DataLimits, previous_count
         appeared = sorted(set(train_counts) - set(previous_counts))
         vanished = sorted(set(previous_counts) - set(train_counts))
         if appeared:
-            warnings.append(f"classes new since the last blessed model: {', '.join(appeared)}")
+            warnings.append(f"classes new since the served model: {', '.join(appeared)}")
         if vanished:
-            warnings.append(f"classes the last blessed model had that are gone now: {', '.join(vanished)}")
+            warnings.append(f"classes the served model had that are gone now: {', '.join(vanished)}")
         drift = label_drift(train_counts, previous_counts)
         if drift > limits.max_label_drift:
             problems.append(
                 f"the label distribution drifted by {drift:.3f} (largest change in a class's share) "
-                f"against the last blessed model's training data, over {limits.max_label_drift:g} "
+                f"against the served model's training data, over {limits.max_label_drift:g} "
                 "(data.max_label_drift)")
     return {
         "passed": not problems,

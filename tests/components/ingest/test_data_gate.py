@@ -7,7 +7,8 @@ from components.ingest.data_gate import judge, label_drift, read_anomalies
 from components.ingest.data_limits import DataLimits
 from components.ingest.quarantine import Quarantined, Reason
 
-LIMITS = DataLimits(max_bad_fraction=0.1, min_images_per_class=5, max_class_imbalance=3.0, max_label_drift=0.2)
+LIMITS = DataLimits(max_bad_fraction=0.1, min_images_per_class=5, min_images_per_split=1, max_class_imbalance=3.0,
+                    max_label_drift=0.2)
 
 
 def bad(path: str, code: Reason) -> dict:
@@ -22,7 +23,7 @@ def report(per_class, quarantined=(), files_seen=None):
             "sizes": {"width": {"min": 8}}}
 
 
-CLEAN = {"cat": {"train": 8, "eval": 2}, "dog": {"train": 8, "eval": 2}}
+CLEAN = {"cat": {"train": 6, "validation": 2, "test": 2}, "dog": {"train": 6, "validation": 2, "test": 2}}
 
 
 def test_clean_data_passes_with_its_numbers():
@@ -71,16 +72,35 @@ def test_small_classes_and_imbalance_stop_the_run():
     assert any("'cat' has 20 images, 'dog' 4, a ratio of 5.0 over the bound of 3" in p for p in verdict["problems"])
 
 
+def test_a_class_too_small_for_a_held_out_split_stops_the_run_naming_class_and_split():
+    limits = LIMITS.model_copy(update={"min_images_per_split": 2})
+    verdict = judge(report({"cat": {"train": 6, "validation": 2, "test": 2},
+                            "dog": {"train": 7, "validation": 2, "test": 1}}), [], limits, None)
+    assert not verdict["passed"]
+    assert verdict["problems"] == [
+        "class 'dog' has 1 in test, fewer than the minimum of 2 per split (data.min_images_per_split): the "
+        "splits are assigned by each image's content hash, so add images to the class (or raise that "
+        "split's fraction in data.splits)"]
+    # A split a class has no image in at all is named too.
+    verdict = judge(report({"cat": {"train": 6, "validation": 2, "test": 2}, "dog": {"train": 8, "test": 2}}),
+                    [], limits, None)
+    assert any("class 'dog' has 0 in validation" in p for p in verdict["problems"]), verdict["problems"]
+
+
+def test_the_default_limits_need_40_images_a_class_and_2_in_each_split():
+    assert (DataLimits().min_images_per_class, DataLimits().min_images_per_split) == (40, 2)
+
+
 def test_one_class_is_not_a_classifier():
     verdict = judge(report({"cat": {"train": 9}}), [], LIMITS, None)
     assert "1 class(es) with usable images; a classifier needs at least 2" in verdict["problems"]
 
 
-def test_against_the_last_blessed_model_classes_and_drift():
+def test_against_the_served_model_classes_and_drift():
     previous = {"cat": 80, "dog": 20, "bird": 5}
     verdict = judge(report({"cat": {"train": 8}, "dog": {"train": 8}, "fox": {"train": 8}}), [], LIMITS, previous)
-    assert "classes new since the last blessed model: fox" in verdict["warnings"]
-    assert "classes the last blessed model had that are gone now: bird" in verdict["warnings"]
+    assert "classes new since the served model: fox" in verdict["warnings"]
+    assert "classes the served model had that are gone now: bird" in verdict["warnings"]
     assert verdict["checks"]["label_drift"] == pytest.approx(80 / 105 - 1 / 3)
     assert any("label distribution drifted by 0.429" in p for p in verdict["problems"])
 
@@ -98,7 +118,7 @@ def test_tfdv_anomalies_become_sentences_that_stop_the_run(tmp_path):
     info.description = "Examples contain values missing from the schema: tiff (~5% of the examples)."
     (tmp_path / "Split-train").mkdir()
     (tmp_path / "Split-train" / "SchemaDiff.pb").write_bytes(anomalies.SerializeToString())
-    sentences = read_anomalies(str(tmp_path), ["train", "eval"])
+    sentences = read_anomalies(str(tmp_path), ["train", "validation", "test"])
     assert sentences == [
         "split 'train', feature 'format': Unexpected string values (Examples contain values missing "
         "from the schema: tiff (~5% of the examples).); fix the data, or the contract in schemas/ if "
