@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import traceback
 
@@ -184,6 +185,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from components.gate.baseline import mark_rolled_back
     from components.serve.serving_dir import ROLLED_BACK, rollback
 
     overrides = {"output_dir": args.output} if args.output else {}
@@ -195,6 +197,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"thaw: {exc}", file=sys.stderr)
         return 2
+    # The next run's baseline follows: where its pipeline cannot read the serving
+    # directory, it takes the newest push not marked rolled back.
+    mark_rolled_back(config.pipeline_root, os.path.join(config.serving_path, str(removed)))
     print(f"rolled back: version {removed} moved to {config.serving_path}/{ROLLED_BACK}/{removed}; "
           f"TF Serving now serves version {serving}")
     return 0

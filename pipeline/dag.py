@@ -16,7 +16,7 @@ from tfx import v1 as tfx
 from tfx.orchestration.data_types import RuntimeParameter
 from tfx.proto import transform_pb2
 
-from components.gate.baseline import LatestBlessedModel
+from components.gate.baseline import ServedModel
 from components.ingest.data_gate import DataGate
 from components.gate.evaluator import Evaluator
 from components.ingest.image_example_gen import ImageExampleGen
@@ -33,7 +33,7 @@ TFMA_METRICS = "components.gate.tfma_metrics"
 
 
 def eval_config(config: ThawConfig) -> config_pb2.EvalConfig:
-    """The promotion gate: an accuracy floor, and no worse than the last blessed model.
+    """The promotion gate: an accuracy floor, and no worse than the model being served.
 
     The accuracy thresholds apply to the overall slice; optional recall floors
     apply per class (each label slice) and to the macro recall. With no
@@ -130,20 +130,21 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
         schema=schema_gen.outputs["schema"],
     )
 
-    # The baseline: the latest model the gate blessed (and the data it saw),
-    # found in the pipeline root, because Kubeflow's backend runs no Resolver.
-    latest_blessed = LatestBlessedModel(pipeline_root=config.pipeline_root)
+    # The baseline: the model being served (and the data it saw): the live
+    # version in the serving directory, else the newest pushed and not rolled
+    # back, found from records in the pipeline root (Kubeflow runs no Resolver).
+    served_model = ServedModel(pipeline_root=config.pipeline_root, serving_dir=config.serving_path)
 
     # The data verdict: anomalies, bad files, class sizes and balance, drift.
     data_gate = DataGate(
         statistics=statistics_gen.outputs["statistics"],
         anomalies=example_validator.outputs["anomalies"],
         report=example_gen.outputs["report"],
-        baseline_model=latest_blessed.outputs["baseline"],
+        baseline_model=served_model.outputs["baseline"],
         limits_json=data_limits,
     )
 
-    components = [example_gen, statistics_gen, schema_gen, example_validator, latest_blessed, data_gate]
+    components = [example_gen, statistics_gen, schema_gen, example_validator, served_model, data_gate]
     if through == "push":
         passed = data_gate.outputs["verdict"].future()[0].custom_property("passed")
         data_artifacts = {"ingestion_report": example_gen.outputs["report"], "verdict": data_gate.outputs["verdict"],
@@ -155,26 +156,28 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
                 examples=example_gen.outputs["examples"],
                 schema=schema_gen.outputs["schema"],
                 preprocessing_fn=PREPROCESSING_FN,
-                splits_config=transform_pb2.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
+                splits_config=transform_pb2.SplitsConfig(analyze=["train"], transform=["train", "validation"]),
             )
 
-            # Pretrained backbone + new head, trained in stages.
+            # Pretrained backbone + new head, trained in stages; every choice the
+            # schedule makes (early stopping, the best epoch) is on the validation split.
             trainer = tfx.components.Trainer(
                 run_fn=RUN_FN,
                 examples=transform.outputs["transformed_examples"],
                 transform_graph=transform.outputs["transform_graph"],
                 schema=schema_gen.outputs["schema"],
                 train_args=tfx.proto.TrainArgs(splits=["train"]),
-                eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+                eval_args=tfx.proto.EvalArgs(splits=["validation"]),
                 custom_config=training,
             )
 
-            # The gate: floors, and the change against the baseline -> ModelBlessing.
+            # The gate: floors, and the change against the baseline -> ModelBlessing,
+            # on the held-out test split, which nothing before it read.
             evaluator = Evaluator(
                 examples=example_gen.outputs["examples"],
-                example_splits=["eval"],
+                example_splits=["test"],
                 model=trainer.outputs["model"],
-                baseline_model=latest_blessed.outputs["baseline"],
+                baseline_model=served_model.outputs["baseline"],
                 eval_config=eval_config(config),
             )
 

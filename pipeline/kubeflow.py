@@ -99,8 +99,8 @@ def compile_pipeline(config: ThawConfig, output: str) -> str:
             document = f.read()
     spec = yaml.safe_load(document)
     # A run started in the UI is given this root (frontend NewRunV2.tsx fills
-    # the run's pipeline root from it); LatestBlessedModel looks for earlier
-    # runs' blessings under the configured root, so the runs must write there.
+    # the run's pipeline root from it); ServedModel looks for earlier
+    # runs' pushes under the configured root, so the runs must write there.
     spec["defaultPipelineRoot"] = config.pipeline_root
     for executor in spec["deploymentSpec"]["executors"].values():
         if executor.get("container", {}).get("command") == kfp_entrypoint.TFX_COMMAND:

@@ -1,1 +1,1 @@
-"""The promotion gate: the baseline (LatestBlessedModel), the Evaluator and its metrics."""
+"""The promotion gate: the baseline (ServedModel: the model being served), the Evaluator and its metrics."""

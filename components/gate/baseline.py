@@ -1,25 +1,47 @@
-"""The baseline: the latest model the Evaluator blessed, found in the pipeline root.
+"""The baseline: the model being served, found from the serving directory and the pipeline root.
 
-TFX's ``Resolver`` (LatestBlessedModelStrategy) asks ML Metadata, and compiles
-for Kubeflow to a ``resolver`` executor, which the open-source KFP backend does
-not run (backend/src/v2/compiler/argocompiler/dag.go: "resolver executors not
-implemented"). So the record is kept in the artifacts themselves, which every
+A candidate is pushed only when it is no worse than the model that serves. That
+is not the last model the Evaluator blessed: serving validation can refuse a
+blessed model (so it was never pushed), and ``thaw rollback`` takes the newest
+version out of service. So the baseline is, in this order:
+
+1. the version live in the serving directory (the newest numbered folder, the
+   one TF Serving's "latest" policy serves), matched to the model it was
+   pushed from by the push's record, or, for versions pushed before push
+   records existed, by its ``saved_model.pb``'s content among the blessed
+   models; a live version that matches neither (pushed by another pipeline
+   root, or its artifacts deleted) is copied into the baseline's own output
+   and graded as it is;
+2. where the pipeline cannot read the serving directory (it does not exist or
+   is not readable from this step's pod), the newest model that was pushed
+   and not rolled back, from the push records;
+3. a pipeline root from before push records (no push recorded at all): the
+   newest blessed model, as before, which is what such a store pushed last
+   unless serving validation refused it.
+
+TFX's ``Resolver`` compiles for Kubeflow to a ``resolver`` executor, which the
+open-source KFP backend does not run (backend/src/v2/compiler/argocompiler/
+dag.go: "resolver executors not implemented"), and it knows nothing of
+rollbacks; so the records are kept in the artifacts themselves, which every
 runner writes alike:
 
 - the Evaluator (components.gate.evaluator), when it blesses a model, writes
-  ``baseline.json`` into its blessing: the model's URI and when it was blessed;
-- ``LatestBlessedModel`` walks the pipeline root for those records and writes
-  the newest one whose model still exists into its own output, a ``Model``
-  artifact that points at the baseline (``baseline.json``), or says there is
-  none (the first run);
+  ``baseline.json`` into its blessing: the model's URI and when;
+- the AtomicPusher writes ``push.json`` into its PushedModel: the model's URI
+  and the version folder it became;
+- ``thaw rollback`` writes ``rolled_back.json`` beside the push record of the
+  version it took out of service;
+- ``ServedModel`` writes the baseline it found into its own output, a
+  ``Model`` artifact that points at it (``baseline.json``: the model's URI and
+  why it is the baseline), or says there is none (nothing served yet);
 - its readers (the Evaluator, DataGate) turn it back into the model's URI with
   ``baseline_uri``.
-
-LocalDagRunner and Kubeflow run the same step, so both find the same baseline.
 """
 
+import hashlib
 import os
 import time
+from typing import Optional
 
 import tensorflow as tf
 from tfx import v1 as tfx
@@ -27,9 +49,11 @@ from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
 from components.artifacts import read_json, write_json
-from components.serve.serving_dir import SAVED_MODEL
+from components.serve.serving_dir import SAVED_MODEL, versions
 
 RECORD_FILE = "baseline.json"
+PUSH_RECORD_FILE = "push.json"
+ROLLED_BACK_FILE = "rolled_back.json"
 
 
 def record_blessing(blessing_uri: str, model_uri: str) -> str:
@@ -37,22 +61,116 @@ def record_blessing(blessing_uri: str, model_uri: str) -> str:
     return write_json({"model": model_uri, "blessed_at": time.time()}, blessing_uri, RECORD_FILE)
 
 
+def record_push(pushed_uri: str, model_uri: str, destination: str) -> str:
+    """Records, in the PushedModel artifact, which model became which version folder."""
+    return write_json({"model": model_uri, "destination": destination, "pushed_at": time.time()},
+                      pushed_uri, PUSH_RECORD_FILE)
+
+
+def _records(pipeline_root: str, name: str, also: Optional[str] = None) -> list[tuple[str, list[str]]]:
+    if not tf.io.gfile.isdir(pipeline_root):
+        return []
+    return [(folder, files) for folder, _, files in tf.io.gfile.walk(pipeline_root)
+            if name in files and (also is None or also in files)]
+
+
+def _model_exists(model_uri: str) -> bool:
+    return tf.io.gfile.exists(os.path.join(path_utils.serving_model_path(model_uri), SAVED_MODEL))
+
+
 def blessed_models(pipeline_root: str) -> list[dict]:
     """Every blessed model recorded under ``pipeline_root`` whose SavedModel still exists, oldest first."""
     found = []
-    if not tf.io.gfile.isdir(pipeline_root):
-        return found
-    for folder, _, files in tf.io.gfile.walk(pipeline_root):
-        if RECORD_FILE not in files or "BLESSED" not in files:
-            continue
+    for folder, _ in _records(pipeline_root, RECORD_FILE, "BLESSED"):
         record = read_json(folder, RECORD_FILE)
-        if tf.io.gfile.exists(os.path.join(path_utils.serving_model_path(record["model"]), SAVED_MODEL)):
+        if _model_exists(record["model"]):
             found.append({**record, "blessing": folder})
     return sorted(found, key=lambda r: r["blessed_at"])
 
 
-def baseline_uri(baseline: standard_artifacts.Model | None) -> str | None:
-    """The URI of the model a LatestBlessedModel output points at, or None when there is none."""
+def pushed_models(pipeline_root: str) -> list[dict]:
+    """Every push recorded under ``pipeline_root``, oldest first, with ``rolled_back`` said."""
+    found = []
+    for folder, files in _records(pipeline_root, PUSH_RECORD_FILE):
+        record = read_json(folder, PUSH_RECORD_FILE)
+        found.append({**record, "record": folder, "rolled_back": ROLLED_BACK_FILE in files})
+    return sorted(found, key=lambda r: r["pushed_at"])
+
+
+def _same_folder(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/")
+
+
+def mark_rolled_back(pipeline_root: str, version_dir: str) -> list[str]:
+    """Marks the push records of ``version_dir`` (a version folder taken out of service) as
+    rolled back; returns the records marked. Called by ``thaw rollback``."""
+    marked = []
+    for record in pushed_models(pipeline_root):
+        if _same_folder(record["destination"], version_dir) and not record["rolled_back"]:
+            write_json({"rolled_back_at": time.time(), "version": version_dir}, record["record"], ROLLED_BACK_FILE)
+            marked.append(record["record"])
+    return marked
+
+
+def _digest(saved_model_dir: str) -> Optional[str]:
+    path = os.path.join(saved_model_dir, SAVED_MODEL)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _readable_dir(path: str) -> bool:
+    try:
+        return bool(path) and tf.io.gfile.isdir(path) and tf.io.gfile.listdir(path) is not None
+    except (tf.errors.OpError, OSError):  # e.g. permission denied, or a bucket this pod may not read
+        return False
+
+
+def find_served(pipeline_root: str, serving_dir: str) -> Optional[dict]:
+    """The model being served, as ``{"model": uri, "why": ...}`` (plus ``copy_from``, a live version
+    no model under ``pipeline_root`` matches), or None when nothing is served yet."""
+    pushes = pushed_models(pipeline_root)
+    if _readable_dir(serving_dir):
+        served = versions(serving_dir)
+        if not served:
+            return None
+        live = os.path.join(serving_dir, str(served[-1]))
+        why = f"version {served[-1]}, live in {serving_dir}"
+        for record in reversed(pushes):
+            if _same_folder(record["destination"], live) and _model_exists(record["model"]):
+                return {"model": record["model"], "why": f"{why}, pushed from this model"}
+        digest = _digest(live)
+        for record in reversed(blessed_models(pipeline_root)):
+            if digest and _digest(path_utils.serving_model_path(record["model"])) == digest:
+                return {"model": record["model"], "why": f"{why}, the same SavedModel as this blessed model"}
+        return {"copy_from": live, "why": f"{why}, pushed from no model under {pipeline_root}: graded as served"}
+    if pushes:
+        for record in reversed(pushes):
+            if not record["rolled_back"] and _model_exists(record["model"]):
+                return {"model": record["model"],
+                        "why": f"the newest model pushed and not rolled back (to {record['destination']}); the "
+                               f"serving directory {serving_dir} is not readable from here"}
+        return None
+    blessed = blessed_models(pipeline_root)
+    if blessed:
+        return {"model": blessed[-1]["model"],
+                "why": "the newest blessed model: this pipeline root has no push records (it was made before "
+                       f"them) and the serving directory {serving_dir} is not readable from here"}
+    return None
+
+
+def _copy_saved_model(src: str, dst: str) -> None:
+    for dirpath, _, filenames in tf.io.gfile.walk(src):
+        rel = os.path.relpath(dirpath, src)
+        target = dst if rel == "." else os.path.join(dst, rel)
+        tf.io.gfile.makedirs(target)
+        for name in filenames:
+            tf.io.gfile.copy(os.path.join(dirpath, name), os.path.join(target, name), overwrite=True)
+
+
+def baseline_uri(baseline: Optional[standard_artifacts.Model]) -> Optional[str]:
+    """The URI of the model a ServedModel output points at, or None when there is none."""
     if baseline is None:
         return None
     record = read_json(baseline.uri, RECORD_FILE)
@@ -60,14 +178,19 @@ def baseline_uri(baseline: standard_artifacts.Model | None) -> str | None:
 
 
 @tfx.dsl.components.component
-def LatestBlessedModel(
+def ServedModel(
     pipeline_root: tfx.dsl.components.Parameter[str],
+    serving_dir: tfx.dsl.components.Parameter[str],
     baseline: tfx.dsl.components.OutputArtifact[standard_artifacts.Model],
 ) -> None:
-    """Points ``baseline`` at the newest blessed model under ``pipeline_root`` (``found`` 1), or at none (0)."""
-    models = blessed_models(pipeline_root)
-    if models:
-        write_json(models[-1], baseline.uri, RECORD_FILE)
-        baseline.set_string_custom_property("baseline_model", models[-1]["model"])
+    """Points ``baseline`` at the model being served (``found`` 1), or at none (0): see the module."""
+    served = find_served(pipeline_root, serving_dir)
     tf.io.gfile.makedirs(baseline.uri)
-    baseline.set_int_custom_property("found", int(bool(models)))
+    if served and "copy_from" in served:
+        _copy_saved_model(served.pop("copy_from"), path_utils.serving_model_dir(baseline.uri))
+        served["model"] = baseline.uri
+    if served:
+        write_json(served, baseline.uri, RECORD_FILE)
+        baseline.set_string_custom_property("baseline_model", served["model"])
+        baseline.set_string_custom_property("why", served["why"])
+    baseline.set_int_custom_property("found", int(bool(served)))

@@ -1,11 +1,11 @@
-"""Evaluator: TFX's, reading its baseline from LatestBlessedModel and recording what it blesses.
+"""Evaluator: TFX's, reading its baseline from ServedModel and recording what it blesses.
 
 The stock Evaluator takes the baseline as a Model artifact (TFX's Resolver
-gave it the blessed model itself). Ours gets LatestBlessedModel's pointer
+gave it the blessed model itself). Ours gets ServedModel's pointer
 (components.gate.baseline): before TFMA runs, the pointer becomes the model's URI,
-or, when no model was blessed yet, the baseline is dropped and the floors
+or, when nothing is served yet, the baseline is dropped and the floors
 alone decide, as on a first run. After a blessing, the blessing records the
-model it blessed, which is what LatestBlessedModel finds on the next run.
+model it blessed (ServedModel matches served versions of old stores by it).
 """
 
 from tfx import v1 as tfx

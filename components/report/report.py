@@ -30,6 +30,7 @@ from components.artifacts import STAGE_RESULTS_FILE, read_json  # noqa: E402
 from components.ingest.quarantine import by_code, describe, read_entries  # noqa: E402
 from components.model_contract import LABEL_COUNTS_FILE  # noqa: E402
 from components.serve.serving_dir import versions  # noqa: E402
+from components.train.preprocessing import LABEL_VOCABULARY  # noqa: E402
 from components.report.summary import RunSummary, summarize  # noqa: E402
 
 REPORT_FILE = "report.html"
@@ -48,11 +49,11 @@ def _e(value) -> str:
     return html.escape(str(value))
 
 
-def _png(figure) -> str:
+def _png(figure, alt: str = "plot") -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     plt.close(figure)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -122,16 +123,28 @@ def data_section(s: RunSummary) -> str:
     return "".join(parts)
 
 
+def could_not_draw(what: str, reason: str) -> str:
+    """A section's plot that is missing, said where it would be: never dropped, never faked."""
+    return f"<p class='bad could-not-draw'>{_e(what)}: could not draw: {_e(reason)}</p>"
+
+
 def training_section(s: RunSummary) -> str:
+    if not s.stages and not s.artifacts.get("ModelRun"):
+        return ""  # the run stopped before training
     stages = read_json(s.artifacts.get("ModelRun", ""), STAGE_RESULTS_FILE)
     if not stages:
-        return ""
+        return ("<h2>Training</h2>" + could_not_draw(
+            "Training curves", f"no {STAGE_RESULTS_FILE} in the Trainer's ModelRun artifact "
+                               f"({s.artifacts.get('ModelRun', 'none recorded')})"))
     parts = ["<h2>Training</h2>", _table(
         ["stage", "what trained", "trainable parameters", "optimizer", "peak learning rate", "epochs",
-         "best epoch", "best val_accuracy"],
+         "best epoch", "best validation accuracy"],
         [[st["name"], st.get("trainable", ""), st["trainable_params"], st.get("optimizer", ""),
           st["learning_rate"], st["epochs_run"] if not st.get("stopped_early") else f"{st['epochs_run']} (stopped early)",
           st.get("best_epoch", ""), f"{st['best_val_accuracy']:.4f}"] for st in stages])]
+    if not any(stage.get("history", {}).get("loss") for stage in stages):
+        parts.append(could_not_draw("Training curves", "the stages recorded no epochs' history"))
+        return "".join(parts)
     figure, (loss_axis, accuracy_axis, lr_axis) = plt.subplots(1, 3, figsize=(13, 3.2))
     epoch = 0
     for stage in stages:
@@ -139,7 +152,8 @@ def training_section(s: RunSummary) -> str:
         xs = list(range(epoch + 1, epoch + 1 + len(history.get("loss", []))))
         for axis, key in ((loss_axis, "loss"), (accuracy_axis, "accuracy")):
             axis.plot(xs, history.get(key, []), marker=".", label=f"{stage['name']} train")
-            axis.plot(xs, history.get(f"val_{key}", []), marker=".", linestyle="--", label=f"{stage['name']} val")
+            axis.plot(xs, history.get(f"val_{key}", []), marker=".", linestyle="--",
+                      label=f"{stage['name']} validation")
         lr_axis.plot(xs, history.get("learning_rate", []), marker=".", label=stage["name"])
         for axis in (loss_axis, accuracy_axis, lr_axis):
             if epoch:
@@ -152,20 +166,35 @@ def training_section(s: RunSummary) -> str:
         axis.set_xlabel("epoch")
         axis.set_title(f"{key} (dotted lines: stage boundaries)")
         axis.legend(fontsize=7)
-    parts.append(_png(figure))
+    parts.append(_png(figure, "training curves"))
     return "".join(parts)
 
 
-def _class_names(model_uri: str) -> list[str]:
-    counts = read_json(model_uri, "Format-Serving", "assets.extra", LABEL_COUNTS_FILE)
+def class_names(model_uri: str) -> list[str]:
+    """The model's classes in the order of its class ids: its label vocabulary, which the
+    exported model carries in its assets (the Transform graph's), else its label counts."""
+    model_dir = os.path.join(model_uri, "Format-Serving") if model_uri else ""
+    vocabulary = os.path.join(model_dir, "assets", LABEL_VOCABULARY)
+    if model_dir and tf.io.gfile.exists(vocabulary):
+        with tf.io.gfile.GFile(vocabulary) as f:
+            names = [line.rstrip("\n") for line in f if line.strip()]
+        if names:
+            return names
+    counts = read_json(model_dir, "assets.extra", LABEL_COUNTS_FILE) if model_dir else None
     return list(counts) if counts else []
 
 
-def _confusion_matrix(evaluation_uri: str, names: list[str]) -> str:
+def confusion_counts(evaluation_uri: str, names: list[str]) -> list[list[int]]:
+    """The candidate's confusion matrix on the overall slice, rows actual, columns predicted.
+
+    Raises ValueError saying what is missing, for the report to say instead of a plot.
+    """
+    if not names:
+        raise ValueError("the model's class names were not found (no label vocabulary in its assets)")
     try:
         plots = list(tfma.load_plots(evaluation_uri))
-    except Exception:  # noqa: BLE001 (an evaluation written without plots)
-        return ""
+    except Exception as exc:  # noqa: BLE001 (an evaluation written without plots, or none at all)
+        raise ValueError(f"the evaluation at {evaluation_uri or '(none)'} has no plots ({exc})") from None
     for plot in plots:
         if plot.slice_key.single_slice_keys:
             continue
@@ -173,25 +202,39 @@ def _confusion_matrix(evaluation_uri: str, names: list[str]) -> str:
             at_thresholds = kv.value.multi_class_confusion_matrix_at_thresholds
             if kv.key.model_name == "baseline" or not at_thresholds.matrices:
                 continue
-            size = max(len(names), 1)
+            size = len(names)
             matrix = [[0] * size for _ in range(size)]
             for entry in at_thresholds.matrices[0].entries:  # threshold 0: the most probable class
-                if 0 <= entry.actual_class_id < size and 0 <= entry.predicted_class_id < size:
-                    matrix[entry.actual_class_id][entry.predicted_class_id] = int(entry.num_weighted_examples)
-            figure, axis = plt.subplots(figsize=(1 + 0.6 * size, 1 + 0.5 * size))
-            axis.imshow(matrix, cmap="Blues")
-            darkest = max(max(row) for row in matrix) or 1
-            for i in range(size):
-                for j in range(size):
-                    axis.text(j, i, matrix[i][j], ha="center", va="center", fontsize=8,
-                              color="white" if matrix[i][j] > darkest / 2 else "black")
-            axis.set_xticks(range(size), names, rotation=45, ha="right")
-            axis.set_yticks(range(size), names)
-            axis.set_xlabel("predicted")
-            axis.set_ylabel("actual")
-            axis.set_title("Confusion matrix (eval split)")
-            return _png(figure)
-    return ""
+                if not (0 <= entry.actual_class_id < size and 0 <= entry.predicted_class_id < size):
+                    largest = max(entry.actual_class_id, entry.predicted_class_id)
+                    raise ValueError(f"the evaluation has class id {largest} but the model names {size} classes")
+                matrix[entry.actual_class_id][entry.predicted_class_id] = int(entry.num_weighted_examples)
+            return matrix
+    raise ValueError("the evaluation holds no confusion matrix of the candidate on the overall slice")
+
+
+def _confusion_matrix(evaluation_uri: str, names: list[str], split: str) -> str:
+    title = f"Confusion matrix ({split} split)"
+    try:
+        matrix = confusion_counts(evaluation_uri, names)
+    except ValueError as exc:
+        return could_not_draw(title, str(exc))
+    size = len(names)
+    figure, axis = plt.subplots(figsize=(1 + 0.6 * size, 1 + 0.5 * size))
+    axis.imshow(matrix, cmap="Blues")
+    darkest = max(max(row) for row in matrix) or 1
+    for i in range(size):
+        for j in range(size):
+            axis.text(j, i, matrix[i][j], ha="center", va="center", fontsize=8,
+                      color="white" if matrix[i][j] > darkest / 2 else "black")
+    axis.set_xticks(range(size), names, rotation=45, ha="right")
+    axis.set_yticks(range(size), names)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("actual")
+    axis.set_title(title)
+    # The numbers beside the picture, so they can be read (and checked) as text.
+    table = _table(["actual \\ predicted"] + names, [[name] + row for name, row in zip(names, matrix)])
+    return _png(figure, title) + f"<div class='confusion-matrix'>{table}</div>"
 
 
 def _per_class_recall(evaluation_uri: str) -> list[list]:
@@ -213,12 +256,18 @@ def evaluation_section(s: RunSummary) -> str:
         return ""
     names = sorted(set(s.metrics) | set(s.baseline_metrics))
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else ("-" if v is None else str(v))  # noqa: E731
-    parts = ["<h2>Evaluation</h2>", _table(["metric", "candidate", "baseline (last blessed)"],
-                                         [[n, fmt(s.metrics.get(n)), fmt(s.baseline_metrics.get(n))] for n in names])]
+    validation = s.validation_accuracy()
+    parts = ["<h2>Evaluation</h2>",
+             f"<p class='accuracies'>{_e(s.gate_split)} accuracy <b>{fmt(s.metrics.get('accuracy'))}</b> "
+             f"({_e(s.gate_label())}); validation accuracy "
+             f"<b>{fmt(validation) if validation is not None else '-'}</b> (validation split, the schedule's "
+             "number: the epochs were chosen on it).</p>",
+             _table(["metric", f"candidate ({s.gate_split} split)", "baseline (the served model)"],
+                    [[n, fmt(s.metrics.get(n)), fmt(s.baseline_metrics.get(n))] for n in names])]
     evaluation_uri = s.artifacts.get("ModelEvaluation", "")
     parts.append("<h3>Recall per class</h3>" + _table(["class", "candidate", "baseline"],
                                                      _per_class_recall(evaluation_uri)))
-    parts.append(_confusion_matrix(evaluation_uri, _class_names(s.artifacts.get("Model", ""))))
+    parts.append(_confusion_matrix(evaluation_uri, class_names(s.artifacts.get("Model", "")), s.gate_split))
     if s.blessed:
         parts.append("<p>The gate: <span class='ok'>BLESSED</span>; every threshold was met.</p>")
     elif s.blessed is False:

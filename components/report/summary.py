@@ -55,6 +55,22 @@ class RunSummary:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def gate_split(self) -> str:
+        """The split the Evaluator graded on: test; ``eval`` in a run made before the test split."""
+        return "eval" if "eval" in self.splits and "test" not in self.splits else "test"
+
+    def gate_label(self) -> str:
+        """What the gate's number is, said beside it."""
+        if self.gate_split == "eval":
+            return ("eval split, the gate's number (a run from before the held-out test split: the schedule "
+                    "chose its epochs on these same images, so it is optimistic)")
+        return "test split, the gate's number (held out: nothing in training saw it)"
+
+    def validation_accuracy(self) -> float | None:
+        """The schedule's number: the validation accuracy of the weights the last stage ended with."""
+        return self.stages[-1].get("best_val_accuracy") if self.stages else None
+
     def lines(self) -> list[str]:
         """The terminal summary."""
         out = [f"run {self.run_id}"]
@@ -77,11 +93,15 @@ class RunSummary:
             stopped = " (stopped early)" if s.get("stopped_early") else ""
             out.append(f"stage {s['name']}: {s.get('trainable', '')}, {s['trainable_params']} trainable "
                        f"parameters, {s.get('optimizer', '')} at learning rate {s['learning_rate']:g}, "
-                       f"{s['epochs_run']} epochs{stopped}, best val_accuracy {s['best_val_accuracy']:.4f}")
+                       f"{s['epochs_run']} epochs{stopped}, best validation accuracy {s['best_val_accuracy']:.4f}")
+        if self.validation_accuracy() is not None:
+            out.append(f"validation accuracy {self.validation_accuracy():.4f} (validation split, the schedule's "
+                       "number: the epochs were chosen on it)")
         if self.metrics:
+            out.append(f"{self.gate_split} accuracy {self.metrics.get('accuracy', float('nan')):.4f} ({self.gate_label()})")
             out.append(f"evaluation: {_format_metrics(self.metrics)}")
         if self.baseline_metrics:
-            out.append(f"baseline (last blessed model): {_format_metrics(self.baseline_metrics)}")
+            out.append(f"baseline (the served model): {_format_metrics(self.baseline_metrics)}")
         if self.data_passed is False or (self.blessed is None and not self.stages):
             return out  # stopped by the data gate, or ingestion and validation alone
         if self.blessed is None:
@@ -257,7 +277,10 @@ def from_artifacts(run_id: str, outputs: dict[str, list]) -> RunSummary:
     component (its input artifacts, wherever the pipeline ran).
     """
     summary = RunSummary(run_id=run_id)
-    summary.artifacts = {type_name: min(found, key=lambda a: a.id).uri for type_name, found in outputs.items()}
+    # The baseline step's pointer is a Model too (made first); the run's own model is the Trainer's.
+    outputs = {**outputs, "Model": [m for m in outputs.get("Model", []) if "found" not in m.custom_properties]}
+    summary.artifacts = {type_name: min(found, key=lambda a: a.id).uri
+                         for type_name, found in outputs.items() if found}
 
     for report in outputs.get(IngestionReport.TYPE_NAME, []):
         data = read_json(report.uri, REPORT_FILE)

@@ -12,6 +12,7 @@ from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
+from components.gate.baseline import record_push
 from components.serve import serving_dir
 
 
@@ -31,6 +32,8 @@ def AtomicPusher(
         pushed_model.set_int_custom_property("pushed", 0)
         return
     destination = serving_dir.push(path_utils.serving_model_path(model.uri), base_directory, keep_versions)
+    # Which model this version is, for the next run's baseline (components.gate.baseline).
+    record_push(pushed_model.uri, model.uri, destination)
     pushed_model.set_int_custom_property("pushed", 1)
     pushed_model.set_string_custom_property("pushed_destination", destination)
     pushed_model.set_string_custom_property("pushed_version", os.path.basename(destination))

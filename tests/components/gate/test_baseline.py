@@ -1,4 +1,4 @@
-"""The baseline step's record: what a blessing writes and how the newest blessed model is found."""
+"""The baseline step: the model being served, from the serving directory and the records of blessings and pushes."""
 
 import json
 
@@ -44,3 +44,82 @@ def test_the_pointer_says_which_model_or_none(tmp_path):
     assert baseline.baseline_uri(none) is None
     assert baseline.baseline_uri(None) is None
     assert baseline.blessed_models(str(tmp_path / "no-root-yet")) == []
+
+
+# The model being served, not the last blessed one.
+
+def pushed(root, run, serving, content, blessed=True):
+    """A run under ``root`` whose model (its saved_model.pb holding ``content``) was blessed and pushed into
+    ``serving`` the way AtomicPusher does it; returns (model uri, version folder)."""
+    from components.serve import serving_dir
+
+    model = trained_model(root / run / "Trainer" / "model")
+    (root / run / "Trainer" / "model" / "Format-Serving" / "saved_model.pb").write_bytes(content)
+    blessing(root / run / "Evaluator" / "blessing", model)
+    destination = serving_dir.push(str(root / run / "Trainer" / "model" / "Format-Serving"), str(serving), keep=5)
+    baseline.record_push(str(root / run / "AtomicPusher" / "pushed_model"), model, destination)
+    return model, destination
+
+
+def refused(root, run, content):
+    """A run whose model the Evaluator blessed and serving validation refused: never pushed."""
+    model = trained_model(root / run / "Trainer" / "model")
+    (root / run / "Trainer" / "model" / "Format-Serving" / "saved_model.pb").write_bytes(content)
+    blessing(root / run / "Evaluator" / "blessing", model)
+    return model
+
+
+def test_a_blessed_model_serving_validation_refused_is_not_the_baseline(tmp_path, monkeypatch):
+    root, serving = tmp_path / "pipeline", tmp_path / "serving"
+    first, _ = pushed(root, "run1", serving, b"first")
+    monkeypatch.setattr("time.time", lambda: 4e9)  # blessed after run 1's push
+    refused(root, "run2", b"second")
+    found = baseline.find_served(str(root), str(serving))
+    assert found["model"] == first and "live in" in found["why"]
+    # Where the serving directory cannot be read: the newest push, not the newest blessing.
+    found = baseline.find_served(str(root), str(tmp_path / "not-mounted-here"))
+    assert found["model"] == first and "pushed and not rolled back" in found["why"]
+
+
+def test_after_a_rollback_the_baseline_is_the_version_served_again(tmp_path, workdir):
+    from pipeline import cli
+
+    output = tmp_path / "out"
+    root, serving = output / "pipeline", output / "serving"
+    first, _ = pushed(root, "run1", serving, b"first")
+    second, _ = pushed(root, "run2", serving, b"second")
+    assert baseline.find_served(str(root), str(serving))["model"] == second
+    assert cli.main(["rollback", "--output", str(output)]) == 0
+    assert baseline.find_served(str(root), str(serving))["model"] == first
+    # thaw rollback marked the push it undid, so a pipeline that cannot read the serving directory follows too.
+    assert [p["rolled_back"] for p in baseline.pushed_models(str(root))] == [False, True]
+    assert baseline.find_served(str(root), str(tmp_path / "not-mounted-here"))["model"] == first
+
+
+def test_a_store_from_before_push_records_finds_the_served_model_by_its_content(tmp_path):
+    from components.serve import serving_dir
+
+    root, serving = tmp_path / "pipeline", tmp_path / "serving"
+    old = refused(root, "run1", b"pushed before push records")
+    serving_dir.push(old + "/Format-Serving", str(serving), keep=5)
+    refused(root, "run2", b"blessed, then refused by serving validation")
+    assert baseline.find_served(str(root), str(serving))["model"] == old
+    # ... and where the serving directory cannot be read, the newest blessed model, as such a store did.
+    assert "no push records" in baseline.find_served(str(root), str(tmp_path / "elsewhere"))["why"]
+
+
+def test_a_served_version_no_model_here_matches_is_copied_and_graded_as_served(tmp_path):
+    from components.serve import serving_dir
+
+    root, serving = tmp_path / "pipeline", tmp_path / "serving"
+    other = trained_model(tmp_path / "other-pipeline" / "model")
+    version = serving_dir.push(other + "/Format-Serving", str(serving), keep=5)
+    found = baseline.find_served(str(root), str(serving))
+    assert found["copy_from"] == version and "graded as served" in found["why"]
+
+
+def test_nothing_served_is_no_baseline(tmp_path):
+    root = tmp_path / "pipeline"
+    (tmp_path / "serving").mkdir()
+    refused(root, "run1", b"blessed, never pushed")
+    assert baseline.find_served(str(root), str(tmp_path / "serving")) is None
