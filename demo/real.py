@@ -5,11 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 from pathlib import Path
 
 from demo.digits import MANIFEST, RECIPE_VERSION
 
 REAL_CONFIG = "thaw.yaml"
+# The photos kept with --per-class are drawn at random with this seed (the same
+# on every machine). The first N by name would not do: the ELPV cells' files run
+# module by module, so the first N come from a few modules, and the splits
+# (by content hash) would test on near-copies of the training photos.
+SAMPLE_SEED = 0
 
 
 def make_real_demo(out_dir: str | os.PathLike, photos: str | None = None, per_class: int | None = None,
@@ -17,7 +23,8 @@ def make_real_demo(out_dir: str | os.PathLike, photos: str | None = None, per_cl
     """Makes (or reuses) the real-photo demo under ``out_dir``: ``data/`` and ``thaw.yaml``.
 
     The photos are a set from demo.photo_sets (default: the ELPV solar
-    cells), one folder per class, at most ``per_class`` per class (None: all);
+    cells), one folder per class, at most ``per_class`` per class (None: all),
+    drawn at random with a fixed seed (SAMPLE_SEED);
     the backbone is EfficientNet-Lite0 with ImageNet weights, converted by
     demo.pretrained (cached). ``thaw.yaml`` names both, so
     ``thaw run --config OUT/thaw.yaml`` runs the pipeline on it.
@@ -33,6 +40,7 @@ def make_real_demo(out_dir: str | os.PathLike, photos: str | None = None, per_cl
     data_dir = out / "data"
     manifest_path = out / MANIFEST
     key = hashlib.sha256(json.dumps([RECIPE_VERSION, backbone["recipe"], chosen.name, chosen.image_size, per_class,
+                                     "sample", SAMPLE_SEED,
                                      chosen.gate, chosen.augment]).encode()).hexdigest()[:16]
     if not force and manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
@@ -40,7 +48,7 @@ def make_real_demo(out_dir: str | os.PathLike, photos: str | None = None, per_cl
             return manifest
     counts = write_photos(chosen.name, data_dir)
     if per_class is not None:
-        counts = _keep_first(data_dir, per_class)
+        counts = sample_per_class(data_dir, per_class)
     config = {
         "output_dir": "thaw-output-real",
         "data": {"root": str(data_dir)},
@@ -59,12 +67,15 @@ def make_real_demo(out_dir: str | os.PathLike, photos: str | None = None, per_cl
     return manifest
 
 
-def _keep_first(data_dir: Path, per_class: int) -> dict[str, int]:
-    """Keeps the first ``per_class`` PNGs of each class folder, by name; returns what is left per class."""
+def sample_per_class(data_dir: Path, per_class: int, seed: int = SAMPLE_SEED) -> dict[str, int]:
+    """Keeps ``per_class`` PNGs of each class folder, drawn at random with ``seed`` (each class its own
+    draw, the same on every machine); deletes the rest; returns what is left per class."""
     counts = {}
     for folder in sorted(p for p in data_dir.iterdir() if p.is_dir()):
         files = sorted(folder.glob("*.png"))
-        for extra in files[per_class:]:
-            extra.unlink()
-        counts[folder.name] = min(per_class, len(files))
+        keep = set(random.Random(f"{seed}:{folder.name}").sample(files, min(per_class, len(files))))
+        for extra in files:
+            if extra not in keep:
+                extra.unlink()
+        counts[folder.name] = len(keep)
     return counts

@@ -113,6 +113,10 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
         min_side=config.data.min_side,
         max_file_bytes=config.data.max_file_bytes,
         allowed_roots_json=json.dumps(config.data.allowed_roots),
+        # Checked first, by the configuration's rules: a bad value set in the
+        # Kubeflow UI stops the run here, before anything trains.
+        training_json=training,
+        limits_json=data_limits,
     )
 
     # Statistics over every feature, with semantic image statistics on.

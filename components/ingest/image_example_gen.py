@@ -35,6 +35,7 @@ from components.ingest import image_records
 from components.artifacts import IngestionReport, write_json
 from components.ingest.image_records import Item
 from components.ingest.quarantine import Quarantined, Reason, count_by_code, describe_counts
+from components.ingest.run_parameters import check_run_parameters
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
 REPORT_FILE = "ingestion_report.json"
@@ -360,9 +361,16 @@ def ImageExampleGen(
     min_side: tfx.dsl.components.Parameter[int] = 1,
     max_file_bytes: tfx.dsl.components.Parameter[int] = 64 << 20,
     allowed_roots_json: tfx.dsl.components.Parameter[str] = "[]",
+    training_json: tfx.dsl.components.Parameter[str] = "",
+    limits_json: tfx.dsl.components.Parameter[str] = "",
     beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
-    """Ingests image folders or a manifest into gzipped TFRecords of tf.Examples."""
+    """Ingests image folders or a manifest into gzipped TFRecords of tf.Examples.
+
+    First, as the run's first task, it checks the run's ``training`` and
+    ``data_limits`` parameters (components.ingest.run_parameters).
+    """
+    check_run_parameters(training_json, limits_json)
     splits = list(json.loads(splits_json).items())
     summary = ingest(beam_pipeline, data_root, splits, examples.uri, report.uri, max_pixels, min_side,
                      max_file_bytes, json.loads(allowed_roots_json))
