@@ -298,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", help="run the whole pipeline locally (no arguments: the bundled demo)",
         description="Run the whole pipeline on LocalDagRunner: ingest, validate, transform, train, "
-                    "evaluate against the last blessed model, push if blessed. Ends with a summary.",
+                    "evaluate on the held-out test split against the model being served, push if blessed. "
+                    "Ends with a summary.",
         epilog="example: thaw run --data ~/images --output runs/flowers")
     run.add_argument("--data", metavar="DATA", help=f"{DATA_HELP} (default: the bundled demo)")
     _add_run_options(run)

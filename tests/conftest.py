@@ -23,10 +23,11 @@ def png_bytes(size=(16, 16), mode="L", color=128) -> bytes:
 
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory):
-    """The demo at 30 images per class: the pipeline's end-to-end data."""
+    """The demo at 50 images per class: the pipeline's end-to-end data (enough for the data gate's
+    40 a class and 2 of each class in each of train, validation and test: 3 is the fewest here)."""
     from demo.digits import make_demo
 
-    return make_demo(tmp_path_factory.mktemp("demo"), per_class=30)
+    return make_demo(tmp_path_factory.mktemp("demo"), per_class=50)
 
 
 @pytest.fixture

@@ -171,5 +171,10 @@ def DataGate(
     if model_uri is not None:
         previous = read_json(path_utils.serving_model_path(model_uri), "assets.extra", LABEL_COUNTS_FILE)
     result = judge(ingestion, read_anomalies(anomalies.uri, split_names), limits, previous)
+    if model_uri is not None and previous is None:
+        # Said, not skipped in silence: the served model carries no class counts to compare with.
+        result["warnings"].append(
+            f"label drift not measured: the served model ({model_uri}) has no "
+            f"assets.extra/{LABEL_COUNTS_FILE} with its training data's class counts")
     write_json(result, verdict.uri, VERDICT_FILE)
     verdict.set_int_custom_property("passed", int(result["passed"]))

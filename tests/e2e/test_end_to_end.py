@@ -65,15 +65,21 @@ def first_run(tiny_demo, tmp_path_factory):
 
 def test_the_pipeline_ingests_trains_blesses_and_pushes(first_run):
     config, summary = first_run
-    assert summary.ingested == 150
+    assert summary.ingested == 250
     assert [(q["path"], q["code"]) for q in summary.quarantined] == BAD_FILES
-    assert summary.warnings == ["2 of 152 files (1.3%) were quarantined (1 empty, 1 not_an_image)"]
+    assert summary.warnings == ["2 of 252 files (0.8%) were quarantined (1 empty, 1 not_an_image)"]
     assert summary.classes == ["eight", "five", "nine", "seven", "six"]
-    assert set(summary.splits) == {"train", "eval"} and sum(summary.splits.values()) == 150
+    assert set(summary.splits) == {"train", "validation", "test"} and sum(summary.splits.values()) == 250
     assert [s["name"] for s in summary.stages] == ["head", "fine_tune"]
     assert summary.stages[1]["trainable_params"] > summary.stages[0]["trainable_params"]
     assert summary.metrics["accuracy"] >= 0.6
-    assert summary.metrics["example_count"] == summary.splits["eval"]
+    # The gate graded on the held-out test split; the schedule's number is the validation split's.
+    assert summary.metrics["example_count"] == summary.splits["test"]
+    lines = summary.lines()
+    assert (f"test accuracy {summary.metrics['accuracy']:.4f} (test split, the gate's number (held out: nothing "
+            "in training saw it))") in lines, lines
+    assert (f"validation accuracy {summary.stages[-1]['best_val_accuracy']:.4f} (validation split, the "
+            "schedule's number: the epochs were chosen on it)") in lines, lines
     assert 0.5 <= summary.metrics["macro_recall"] <= 1
     assert summary.blessed is True and summary.verdict == []
     assert summary.pushed and Path(summary.pushed_to).parent == Path(config.serving_path)
@@ -83,6 +89,29 @@ def test_the_pipeline_ingests_trains_blesses_and_pushes(first_run):
     # here) as it starts it, then skips it: 13 steps, 12 of them run.
     nodes = [node for _, _, node, state in STEPS if state == "running"]
     assert nodes[0] == "ImageExampleGen" and nodes[-2:] == ["AtomicPusher", "RunReport"] and len(nodes) == 13
+
+
+def confusion_matrix(page: str) -> tuple[list[str], list[str], list[list[int]]]:
+    """The report's confusion matrix as it reads it: (predicted names, actual names, counts)."""
+    import html
+
+    (table,) = re.findall(r"<div class='confusion-matrix'>(.*?)</div>", page, flags=re.S)
+    rows = [[html.unescape(c) for c in re.findall(r"<t[hd]>(.*?)</t[hd]>", row)]
+            for row in re.findall(r"<tr>(.*?)</tr>", table, flags=re.S)]
+    return rows[0][1:], [row[0] for row in rows[1:]], [[int(c) for c in row[1:]] for row in rows[1:]]
+
+
+def assert_the_evaluation_is_drawn(page: str, summary) -> None:
+    """Every class on both axes, counts adding up to the test split, and the curves: not just some images."""
+    predicted, actual, counts = confusion_matrix(page)
+    assert predicted == actual and sorted(actual) == summary.classes, (predicted, actual)
+    assert sum(map(sum, counts)) == summary.splits["test"] == summary.metrics["example_count"]
+    assert sum(counts[i][i] for i in range(len(counts))) / summary.splits["test"] == pytest.approx(
+        summary.metrics["accuracy"], abs=1e-4)
+    assert 'alt="Confusion matrix (test split)" src="data:image/png;base64,' in page
+    assert 'alt="training curves" src="data:image/png;base64,' in page
+    assert "could not draw" not in page
+    assert "test accuracy <b>" in page and "the gate's number" in page and "the schedule's number" in page
 
 
 def report_artifact(pipeline_root: Path, node: str) -> str:
@@ -98,6 +127,7 @@ def test_the_run_ends_with_its_report_as_an_html_artifact(first_run):
     for section in ("<h2>Data</h2>", "<h2>Training</h2>", "<h2>Evaluation</h2>", "<h2>Push</h2>"):
         assert section in page, section
     assert os.path.basename(summary.pushed_to) in page and "data:image/png;base64," in page
+    assert_the_evaluation_is_drawn(page, summary)
     assert "http://" not in page and "https://" not in page
     assert not (Path(config.pipeline_root) / "StoppedRunReport").exists()
 
@@ -194,6 +224,7 @@ def test_the_report_shows_every_stage_of_the_run_and_fetches_nothing(first_run):
     for name in summary.classes:
         assert f"<th>{name}</th>" in page  # a row of thumbnails per class
     assert page.count('src="data:image/png;base64,') >= 5 * 1 + 3  # thumbnails, sizes, curves, confusion matrix
+    assert_the_evaluation_is_drawn(page, summary)  # the thumbnails alone would pass the count
     assert "BLESSED" in page and Path(summary.pushed_to).name in page
     assert not re.search(r'(src|href)="(https?:)?//', page)  # self-contained: no network
 
@@ -253,6 +284,44 @@ def test_rollback_serves_the_previous_version_again(first_run, capsys):
     assert not Path(newer).exists()
 
 
+def test_label_drift_against_the_served_models_training_data_is_judged_through_the_pipeline(first_run, tmp_path):
+    """Through the DAG (ServedModel -> DataGate, as `thaw ingest` runs it), not by calling judge():
+    the served model's class counts travel in its assets.extra, and a run whose training split's
+    class shares moved is stopped; one whose served model lacks them says so instead of skipping."""
+    import hashlib
+
+    from components.ingest.image_records import split_for
+    from components.model_contract import LABEL_COUNTS_FILE
+
+    config, first = first_run
+    data = tmp_path / "drifted"
+    shutil.copytree(config.data.root, data)
+    splits = list(config.data.splits.items())
+    moved = [p for p in sorted((data / "six").glob("*.png"))
+             if split_for(hashlib.sha256(p.read_bytes()).hexdigest(), splits) == "train"][:6]
+    for image in moved:  # six's training images become fives: both classes' shares move
+        image.rename(data / "five" / image.name)
+    drifted = config.model_copy(update={"data": config.data.model_copy(update={
+        "root": str(data), "max_label_drift": 0.01, "min_images_per_class": 20})})
+    summary = run_local(drifted, through="validation")
+    served = json.loads((Path(first.pushed_to) / "assets.extra" / LABEL_COUNTS_FILE).read_text())
+    assert sum(served.values()) == first.splits["train"]
+    drift = summary.data_checks["label_drift"]
+    assert drift is not None and drift > 0.01, summary.data_checks
+    assert summary.data_passed is False
+    assert any("label distribution drifted by" in p and "against the served model's training data" in p
+               for p in summary.problems), summary.problems
+    # The served model without its class counts: the drift is not measured, and the run says so.
+    counts = Path(first.artifacts["Model"]) / "Format-Serving" / "assets.extra" / LABEL_COUNTS_FILE
+    counts.rename(counts.with_suffix(".away"))
+    try:
+        summary = run_local(drifted, through="validation")
+    finally:
+        counts.with_suffix(".away").rename(counts)
+    assert summary.data_checks["label_drift"] is None
+    assert any(w.startswith("label drift not measured: the served model") for w in summary.warnings), summary.warnings
+
+
 def snapshot(folder: str) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
@@ -302,9 +371,9 @@ def test_anomalies_and_small_classes_stop_the_run_before_training(tiny_demo, wor
     assert cli.main(["run", "--config", "thaw.yaml", "--json"]) == cli.DATA_STOPPED
     out = capsys.readouterr().out
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["data_passed"] is False and summary["ingested"] == 150
+    assert summary["data_passed"] is False and summary["ingested"] == 250
     assert any("feature 'format'" in p for p in summary["problems"])
-    assert any("class 'five' has 30 images, fewer than the minimum of 100" in p for p in summary["problems"])
+    assert any("class 'five' has 50 images, fewer than the minimum of 100" in p for p in summary["problems"])
     assert "data validation: STOPPED the run before training:" in out
     pipeline_root = workdir / "out" / "pipeline"
     assert (pipeline_root / "DataGate").is_dir()
@@ -322,7 +391,7 @@ def test_ingest_accounts_for_every_file_as_json(tiny_demo, workdir, capsys):
     assert cli.main(["ingest", str(data), "--output", "out", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["classes"] == ["eight", "five", "nine", "seven", "six"]
-    assert result["ingested"] == 150 and sum(result["splits"].values()) == 150
+    assert result["ingested"] == 250 and sum(result["splits"].values()) == 250
     assert [(q["path"], q["code"]) for q in result["quarantined"]] == [
         ("five/empty.png", "empty"), ("six/notes.txt", "not_an_image")]
     assert all(set(q) == {"path", "code", "detail", "reason"} for q in result["quarantined"])

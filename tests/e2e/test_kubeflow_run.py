@@ -102,17 +102,21 @@ def read(folder: Path, name: str):
 
 
 def test_the_first_run_blesses_pushes_and_reports(compiled, first_run):
-    assert {"ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "LatestBlessedModel",
+    assert {"ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "ServedModel",
             "DataGate", "Transform", "Trainer", "Evaluator", "ServingValidator", "AtomicPusher",
             "RunReport"} == tasks(first_run)
-    assert not (first_run / "LatestBlessedModel" / "baseline" / "baseline.json").exists()  # no model blessed yet
+    assert not (first_run / "ServedModel" / "baseline" / "baseline.json").exists()  # nothing served yet
     assert (first_run / "Evaluator" / "blessing" / "BLESSED").exists()
     record = read(first_run / "Evaluator" / "blessing", "baseline.json")
     assert record["model"] == str(first_run / "Trainer" / "model")
+    push = read(first_run / "AtomicPusher" / "pushed_model", "push.json")  # what the next run's baseline finds
+    assert push["model"] == str(first_run / "Trainer" / "model")
     versions = [p for p in (compiled / "out" / "serving").iterdir() if p.name.isdigit()]
     assert len(versions) == 1 and (versions[0] / "saved_model.pb").exists()
     page = text_of(first_run / "RunReport" / "report")
     assert f"a better model was pushed : {versions[0]}" in page and "not blessed" not in page, page[:600]
+    assert "Confusion matrix (test split)" in (first_run / "RunReport" / "report").read_text()
+    assert "could not draw" not in page
 
 
 def test_the_second_run_on_shuffled_labels_is_refused_against_the_first_model(compiled, first_run, shuffled_run):
@@ -120,7 +124,7 @@ def test_the_second_run_on_shuffled_labels_is_refused_against_the_first_model(co
     # The data_root runtime parameter reached ingestion: it read the shuffled images.
     assert read(run / "ImageExampleGen" / "report", "ingestion_report.json")["data"] == str(data)
     assert read(first_run / "ImageExampleGen" / "report", "ingestion_report.json")["data"] != str(data)
-    baseline = read(run / "LatestBlessedModel" / "baseline", "baseline.json")
+    baseline = read(run / "ServedModel" / "baseline", "baseline.json")
     assert baseline["model"] == str(first_run / "Trainer" / "model")
     assert (run / "Evaluator" / "blessing" / "NOT_BLESSED").exists()
     assert not (run / "Evaluator" / "blessing" / "BLESSED").exists()
@@ -128,7 +132,7 @@ def test_the_second_run_on_shuffled_labels_is_refused_against_the_first_model(co
     page = text_of(run / "RunReport" / "report")
     assert "not blessed" in page
     # TFMA evaluated run 1's model beside the candidate.
-    assert re.search(r"baseline \(last blessed\) accuracy \d\.\d{4} \d\.\d{4}", page), page[:2000]
+    assert re.search(r"baseline \(the served model\) accuracy \d\.\d{4} \d\.\d{4}", page), page[:2000]
     assert "RunReport" in tasks(run) and "StoppedRunReport" not in tasks(run)
 
 
@@ -147,3 +151,30 @@ def test_wall_times(stopped_run, capsys):
     with capsys.disabled():
         print("\nkfp.local runs (wall seconds):", json.dumps({k: round(v, 1) for k, v in WALL.items()}))
     assert len(WALL) == 3
+
+
+def test_a_bad_training_parameter_stops_the_run_in_its_first_task_with_the_yaml_message(
+        compiled, stopped_run, capfd, tmp_path):
+    """The `training` JSON a Kubeflow UI run may set, wrong three ways: the run stops in ImageExampleGen,
+    saying what `thaw run` says of the same values in a thaw.yaml, and nothing is trained."""
+    from components.spec import ConfigError
+    from pipeline import config as config_lib
+
+    training = json.loads(parameter_defaults(compiled)["training"])
+    training["training"]["stages"][0].update(optimizer="adamz", learning_rate=-0.1)
+    training["training"]["stages"][1]["epochs"] = 0
+    root = pipeline_root(compiled)
+    before = set(root.iterdir())
+    with pytest.raises(RuntimeError):  # kfp.local: a task failed
+        kfp_local.run(compiled / "pipeline.yaml", root, training=json.dumps(training))
+    (run,) = set(root.iterdir()) - before
+    output = capfd.readouterr()
+    said = output.out + output.err
+    assert not tasks(run) & {"StatisticsGen", "Transform", "Trainer", "Evaluator", "AtomicPusher"}, tasks(run)
+    (tmp_path / "thaw.yaml").write_text("training: " + json.dumps(training["training"]) + "\n")
+    with pytest.raises(ConfigError) as thaw_run:
+        config_lib.load(tmp_path / "thaw.yaml")
+    assert len(thaw_run.value.problems) == 3
+    for line in thaw_run.value.problems:
+        assert line in said, (line, said[-3000:])
+    assert "the run's runtime parameters (`training`, `data_limits`): invalid configuration" in said

@@ -103,7 +103,7 @@ def test_a_second_run_on_the_same_output_refuses_naming_the_first_or_waits_for_i
     # Both runs are whole in the one metadata store: each found every file.
     for name in ("first", "waiting"):
         summary = (tmp_path / f"{name}.out").read_text().strip().splitlines()[-1]
-        assert json.loads(summary)["ingested"] == 150
+        assert json.loads(summary)["ingested"] == 250
     assert lock.read_text() == ""  # released, and nobody named as holding it
 
 

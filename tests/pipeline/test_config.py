@@ -116,7 +116,7 @@ def test_trainer_settings_are_checked_field_by_field(workdir):
 
 def test_every_bad_field_is_named_at_once(workdir):
     path = write(workdir / "bad.yaml", """
-        data: {splits: {train: 0.9, eval: 0.2}}
+        data: {splits: {train: 0.9, validation: 0.2, test: 0.2}}
         training:
           batch_size: 0
           stages:
@@ -155,7 +155,7 @@ def test_duplicate_stage_names_and_missing_splits(workdir):
             "training.stages": [{"name": "a"}, {"name": "a"}],
         })
     message = str(err.value)
-    assert "data.splits: needs a 'eval' split" in message
+    assert "data.splits: needs a 'validation' split" in message and "needs a 'test' split" in message
     assert "training.stages[1].name: 'a' is used by more than one stage" in message
 
 
@@ -174,10 +174,20 @@ def test_the_example_configuration_is_valid(workdir):
     assert config.training.stages
 
 
+def test_the_splits_are_train_validation_and_test_and_an_old_eval_split_is_explained(workdir):
+    assert config_lib.load().data.splits == {"train": 0.7, "validation": 0.15, "test": 0.15}
+    with pytest.raises(ConfigError) as err:  # a thaw.yaml written before the held-out test split
+        config_lib.load(None, {"data.splits": {"train": 0.8, "eval": 0.2}})
+    assert err.value.problems == [
+        "data.splits: the 'eval' split is now two: 'validation' (the schedule's early stopping and best epoch) "
+        "and 'test' (held out for the gate); write e.g. {train: 0.7, validation: 0.15, test: 0.15}"]
+
+
 def test_data_limits_are_checked_and_handed_to_the_gate(workdir):
     config = config_lib.load()
-    assert config.data.gate_limits() == {"max_bad_fraction": 0.05, "min_images_per_class": 10,
-                                         "max_class_imbalance": 10.0, "max_label_drift": 0.25}
+    assert config.data.gate_limits() == {"max_bad_fraction": 0.05, "min_images_per_class": 40,
+                                         "min_images_per_split": 2, "max_class_imbalance": 10.0,
+                                         "max_label_drift": 0.25}
     with pytest.raises(ConfigError) as err:
         config_lib.load(None, {"data.max_bad_fraction": 1.5, "data.max_class_imbalance": 0.5,
                                "data.min_side": 0, "data.max_label_drift": 0})
@@ -298,7 +308,7 @@ def test_the_data_gate_refuses_an_unknown_key_in_its_limits_by_name():
              limits_json='{"min_images_per_class": 5, "max_label_drfit": 0.1}')
     assert err.value.problems == [
         "max_label_drfit: unknown field (did you mean max_label_drift?); known fields are max_bad_fraction, "
-        "max_class_imbalance, max_label_drift, min_images_per_class"]
+        "max_class_imbalance, max_label_drift, min_images_per_class, min_images_per_split"]
     assert parse(DataLimits, '{"min_images_per_class": 5}', "limits").min_images_per_class == 5
     with pytest.raises(ConfigError, match=r"min_images_per_class: expected an integer, got 5.5"):
         parse(DataLimits, '{"min_images_per_class": 5.5}', "limits")

@@ -114,7 +114,7 @@ def test_runtime_parameters_a_ui_run_can_change_have_the_configured_defaults(com
     parameters = pipeline["root"]["inputDefinitions"]["parameters"]
     assert set(parameters) == {"data_root", "data_limits", "training"}
     assert parameters["data_root"]["defaultValue"] == "gs://bucket/images"
-    assert json.loads(parameters["data_limits"]["defaultValue"])["min_images_per_class"] == 10
+    assert json.loads(parameters["data_limits"]["defaultValue"])["min_images_per_class"] == 40
     training = json.loads(parameters["training"]["defaultValue"])
     assert [s["epochs"] for s in training["training"]["stages"]] == [10, 10]
     assert all(p["isOptional"] for p in parameters.values())
@@ -139,6 +139,15 @@ def test_every_artifact_type_in_the_spec_is_one_the_kubeflow_entrypoint_can_load
     assert failures == []
 
 
+def test_the_first_task_is_handed_the_training_and_data_limits_parameters_to_check(compiled):
+    # ImageExampleGen checks them before it reads an image (components.ingest.run_parameters).
+    pipeline = next(yaml.safe_load_all(compiled.read_text()))
+    given = pipeline["root"]["dag"]["tasks"]["ImageExampleGen"]["inputs"]["parameters"]
+    assert json.dumps(given["training_json"]).count('"training"') == 1, given["training_json"]
+    assert json.dumps(given["limits_json"]).count('"data_limits"') == 1, given["limits_json"]
+    assert "dependentTasks" not in pipeline["root"]["dag"]["tasks"]["ImageExampleGen"]
+
+
 def test_every_executor_is_a_container_the_open_source_backend_runs(compiled):
     # The OSS backend compiles container and importer executors only
     # (backend/src/v2/compiler/argocompiler/dag.go: "resolver executors not
@@ -146,9 +155,9 @@ def test_every_executor_is_a_container_the_open_source_backend_runs(compiled):
     pipeline = next(yaml.safe_load_all(compiled.read_text()))
     kinds = {name: next(iter(executor)) for name, executor in pipeline["deploymentSpec"]["executors"].items()}
     assert set(kinds.values()) == {"container"}, kinds
-    assert "LatestBlessedModel" in pipeline["root"]["dag"]["tasks"]
+    assert "ServedModel" in pipeline["root"]["dag"]["tasks"]
     baseline = pipeline["root"]["dag"]["tasks"]["Evaluator"]["inputs"]["artifacts"]["baseline_model"]
-    assert baseline["taskOutputArtifact"] == {"producerTask": "LatestBlessedModel", "outputArtifactKey": "baseline"}
+    assert baseline["taskOutputArtifact"] == {"producerTask": "ServedModel", "outputArtifactKey": "baseline"}
 
 
 def test_every_task_runs_the_entrypoint_that_gives_tfx_its_input_types(compiled):
@@ -186,11 +195,11 @@ def test_every_beam_step_names_its_runner(compiled):
 
 
 def test_a_run_from_the_ui_writes_under_the_configured_pipeline_root(compiled):
-    # The baseline step finds earlier runs' blessings there.
+    # The baseline step finds earlier runs' pushes there.
     pipeline = next(yaml.safe_load_all(compiled.read_text()))
     assert pipeline["defaultPipelineRoot"] == "gs://bucket/thaw/pipeline"
     assert '"gs://bucket/thaw/pipeline"' in json.dumps(
-        pipeline["root"]["dag"]["tasks"]["LatestBlessedModel"]["inputs"]["parameters"]["pipeline_root"])
+        pipeline["root"]["dag"]["tasks"]["ServedModel"]["inputs"]["parameters"]["pipeline_root"])
 
 
 def test_the_report_reads_blessed_and_pushed_as_kubeflow_passes_them():

@@ -20,8 +20,11 @@ from tests.support.schedule_job import classifier, toy_data
 def test_the_head_trains_first_then_the_top_with_batchnorm_in_inference_mode(tmp_path):
     tf_keras.utils.set_random_seed(0)
     model, backbone = classifier()
-    bn = backbone.get_layer("block1_bn")
-    moving_mean = bn.moving_mean.numpy().copy()
+    # block3_bn is one the top stage unfreezes (its gamma and beta train): a frozen BN layer
+    # runs in inference mode anyway, so only an unfrozen one shows the backbone is called so.
+    bn = backbone.get_layer("block3_bn")
+    moving = (bn.moving_mean.numpy().copy(), bn.moving_variance.numpy().copy())
+    gamma = bn.gamma.numpy().copy()
     kernels = {n: backbone.get_layer(n).kernel.numpy().copy() for n in ("block1_conv", "block3_conv")}
     stages = [StageConfig(name="head", epochs=2, trainable="none", learning_rate=1e-2, warmup_epochs=1),
               StageConfig(name="top", epochs=1, trainable="top:3", learning_rate=1e-3, decay="constant")]
@@ -40,8 +43,10 @@ def test_the_head_trains_first_then_the_top_with_batchnorm_in_inference_mode(tmp
     # The top stage moved block3 only; block1 stayed frozen through both stages.
     np.testing.assert_array_equal(backbone.get_layer("block1_conv").kernel.numpy(), kernels["block1_conv"])
     assert not np.array_equal(backbone.get_layer("block3_conv").kernel.numpy(), kernels["block3_conv"])
-    # BatchNorm ran in inference mode: its moving statistics never changed.
-    np.testing.assert_array_equal(bn.moving_mean.numpy(), moving_mean)
+    # The unfrozen BatchNorm trained (gamma moved) in inference mode: its moving statistics never changed.
+    assert bn.trainable and not np.array_equal(bn.gamma.numpy(), gamma)
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), moving[0])
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), moving[1])
     assert count_trainable(model) == results[1].trainable_params
     assert tf.io.gfile.glob(str(tmp_path / "train" / "events.out.tfevents.*"))  # TensorBoard
 
