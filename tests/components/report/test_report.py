@@ -1,5 +1,6 @@
 """The report's evaluation section: labelled numbers, and a plot it cannot draw said, not dropped."""
 
+import html
 import json
 
 from components.report import report
@@ -8,7 +9,8 @@ from components.report.summary import RunSummary
 
 def summary(**fields) -> RunSummary:
     base = dict(classes=["cat", "dog"], splits={"train": 70, "validation": 15, "test": 15},
-                stages=[{"name": "head", "best_val_accuracy": 0.8}], metrics={"accuracy": 0.75})
+                stages=[{"name": "head", "trainable": "head only", "trainable_params": 10, "optimizer": "adam",
+                         "learning_rate": 0.003, "epochs_run": 2, "best_val_accuracy": 0.8}], metrics={"accuracy": 0.75})
     return RunSummary(**{**base, **fields})
 
 
@@ -26,8 +28,8 @@ def test_a_run_from_before_the_test_split_says_its_number_is_optimistic():
 
 
 def test_a_confusion_matrix_it_cannot_draw_is_said_with_the_reason(tmp_path):
-    page = report.evaluation_section(summary(artifacts={"ModelEvaluation": str(tmp_path / "no-evaluation"),
-                                                        "Model": str(tmp_path / "model")}))
+    page = html.unescape(report.evaluation_section(summary(artifacts={
+        "ModelEvaluation": str(tmp_path / "no-evaluation"), "Model": str(tmp_path / "model")})))
     assert "Confusion matrix (test split): could not draw: the model's class names were not found" in page
     assert "test accuracy <b>0.7500</b>" in page and "validation accuracy <b>0.8000</b>" in page
 
@@ -44,5 +46,5 @@ def test_the_class_names_are_the_models_label_vocabulary_in_id_order(tmp_path):
 
 def test_training_curves_it_cannot_draw_are_said(tmp_path):
     (tmp_path / "run").mkdir()
-    page = report.training_section(summary(artifacts={"ModelRun": str(tmp_path / "run")}))
+    page = html.unescape(report.training_section(summary(artifacts={"ModelRun": str(tmp_path / "run")})))
     assert "Training curves: could not draw: no stages.json" in page
