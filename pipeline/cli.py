@@ -174,6 +174,8 @@ def cmd_backbone(args: argparse.Namespace) -> int:
         manifest = ensure_backbone(force=args.force)
     except ConversionError as exc:
         print(f"thaw backbone: {exc}", file=sys.stderr)
+        if args.json:
+            _print_json(exit_code=1, error=str(exc))
         return 1
     print(f"backbone: {manifest['backbone']}")
     print(f"  {manifest['model']}, {manifest['parameters']:,} parameters")
@@ -195,6 +197,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         rows = predict(args.model, args.images, args.top_k)
     except PredictError as exc:
         print(f"thaw: {exc}", file=sys.stderr)
+        if args.json:
+            _print_json(exit_code=2, error=str(exc))
         return 2
     for row in rows:
         others = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in row["top_k"][1:])

@@ -106,3 +106,10 @@ def test_json_ends_with_an_object_when_another_run_holds_the_output(workdir, cap
     result = last_json(capsys.readouterr().out)
     assert result["exit_code"] == cli.BUSY and result["output_dir"].endswith("out")
     assert "is already in progress: pid" in result["error"]
+
+
+def test_predict_json_ends_with_an_object_when_there_is_no_model(workdir, capsys):
+    (workdir / "cat.png").write_bytes(b"not read")
+    assert cli.main(["predict", "--model", "no-model", "--json", "cat.png"]) == 2
+    result = last_json(capsys.readouterr().out)
+    assert result["exit_code"] == 2 and "no-model is neither a SavedModel" in result["error"]
