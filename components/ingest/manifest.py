@@ -118,8 +118,8 @@ def csv_rows(manifest: str, lines: Iterable[str]) -> Iterator[Row]:
     while width and not header[width - 1].strip():  # a trailing delimiter in the header
         width -= 1
     previous = reader.line_num
-    for row in reader:
-        first, previous = header_number + previous, reader.line_num  # where the row starts (a quoted field may span lines)
+    for row in reader:  # a row starts on the line after the previous one ended (a quoted field may span lines)
+        first, previous = header_number + previous, reader.line_num
         if not any(field.strip() for field in row):
             continue
         extra = [field for field in row[width:] if field.strip()]

@@ -52,7 +52,8 @@ def test_ingest_json_names_the_bad_row_and_the_empty_split_and_keeps_the_report(
     assert result["exit_code"] == cli.DATA_STOPPED and result["output_dir"] == str(workdir / "out")
     assert result["error"].startswith("the data gate stopped the run: ")
     assert result["ingested"] == 1 and result["data_passed"] is False
-    assert [(q["path"], q["code"], q["line"]) for q in result["quarantined"]] == [("images.csv:3", "bad_manifest_row", 3)]
+    assert [(q["path"], q["code"], q["line"]) for q in result["quarantined"]] == [
+        ("images.csv:3", "bad_manifest_row", 3)]
     empty = empty_splits(result["splits"])
     assert any(p.startswith(f"split(s) {', '.join(empty)} got no images: 1 of 1 files ingested")
                for p in result["problems"]), result["problems"]

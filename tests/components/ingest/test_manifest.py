@@ -59,11 +59,12 @@ def test_bad_csv_rows_are_named_by_the_line_they_start_on(images):
         '"b.png","a label\nover two lines"\n'   # lines 4-5: a quoted field may span lines
         "c d.png,dog,extra\n"          # line 6: more fields than the header
         ",dog\n"                       # line 7: no uri
-        "e,f.png,dog\n")               # line 8: an unquoted comma in the uri
+        "e,f.png,dog\n"               # line 8: an unquoted comma in the uri
+        '"a\nb.png",\n')              # lines 9-10: no label, in a record that starts on line 9
     rows, bad = listed(images / "m.csv")
     assert rows == [("a.png", "cat"), ("b.png", "a label\nover two lines")]
     assert {line: code for line, (code, _) in bad.items()} == {
-        6: Reason.BAD_MANIFEST_ROW, 7: Reason.BAD_MANIFEST_ROW, 8: Reason.BAD_MANIFEST_ROW}
+        6: Reason.BAD_MANIFEST_ROW, 7: Reason.BAD_MANIFEST_ROW, 8: Reason.BAD_MANIFEST_ROW, 9: Reason.BAD_MANIFEST_ROW}
     assert "3 fields, more than the header's 2" in bad[6][1] and "quote a value" in bad[6][1]
     assert bad[7][1] == "needs both a uri and a label, got uri='' label='dog'"
 
