@@ -3,7 +3,7 @@ every command: its parser, its help and example, and how its outcome becomes a m
 
   thaw run                                  # the bundled demo, end to end
   thaw run --data ~/images --output runs/1  # your images: one folder per class
-  thaw run --config thaw.yaml --json        # a configuration file; JSON summary
+  thaw run --config thaw.yaml --json        # a configuration file; a JSON object last, whatever the outcome
   thaw ingest ~/images --output runs/check  # ingestion and data validation only
   thaw predict --model thaw-output/serving cat.jpg   # classify with the pushed model
   thaw rollback --output thaw-output        # serve the previous version again
@@ -21,6 +21,8 @@ every command: its parser, its help and example, and how its outcome becomes a m
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import os
@@ -45,11 +47,21 @@ def _quiet_logs(verbose: bool) -> None:
             logging.getLogger(ours).setLevel(logging.INFO)
 
 
-def _print_summary(summary, as_json: bool) -> None:
+def _print_summary(summary, as_json: bool, **outcome) -> None:
     for line in summary.lines():
         print(line)
     if as_json:
-        print(json.dumps(summary.to_dict()))
+        _print_json(summary.to_dict(), **outcome)
+
+
+def _print_json(record: dict | None = None, *, exit_code: int = 0, error: str | None = None,
+                output_dir: str | None = None, **more) -> None:
+    """The last line of a --json command, whatever its outcome: what it has to say (the summary),
+    then ``exit_code``, ``error`` (None when there was none) and ``output_dir`` (where the outputs are)."""
+    record = dict(record or {})
+    record.update(more, exit_code=exit_code, error=error, output_dir=output_dir)
+    sys.stdout.flush()
+    print(json.dumps(record, default=str), flush=True)
 
 
 # Exit codes: 0 done, 1 a component failed, 2 bad input, 3 the data gate stopped the run,
@@ -89,23 +101,32 @@ def _run(args: argparse.Namespace, through: str) -> int:
     except LockBusy as exc:
         print(f"thaw: {exc}. Nothing was started: wait for it to finish, rerun with --wait to start "
               "when it does, or give this run its own --output", file=sys.stderr)
+        if args.json:
+            _print_json(exit_code=BUSY, error=str(exc), output_dir=config.output_dir)
         return BUSY
     except Exception as exc:  # a component failed: say which and keep what exists
         if args.verbose:
             traceback.print_exc()
         print(f"thaw: the run failed in {current['node']}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        print(f"thaw: everything produced so far is kept under {config.output_dir}; "
-              "rerun with --verbose for the full trace", file=sys.stderr)
+        print(f"thaw: the outputs of the steps that finished are kept under {config.output_dir} (the failed "
+              "step's own outputs are removed); rerun with --verbose for the full trace", file=sys.stderr)
+        if args.json:
+            _print_json(exit_code=1, error=f"{type(exc).__name__}: {exc}", output_dir=config.output_dir,
+                        failed_step=current["node"])
         return 1
     from components.report.report import write_report
 
+    report = None
     try:
-        print(f"thaw: the run's report is {write_report(config.output_dir)}", file=sys.stderr)
+        report = write_report(config.output_dir)
+        print(f"thaw: the run's report is {report}", file=sys.stderr)
     except Exception as exc:  # the run itself is done; a report that fails must not hide that
         print(f"thaw: the run finished, but its report could not be built: {type(exc).__name__}: {exc}; "
               f"retry with thaw report {config.output_dir}", file=sys.stderr)
-    _print_summary(summary, args.json)
-    return DATA_STOPPED if summary.data_passed is False else 0
+    code = DATA_STOPPED if summary.data_passed is False else 0
+    _print_summary(summary, args.json, exit_code=code, output_dir=config.output_dir, report=report,
+                   error="the data gate stopped the run: " + "; ".join(summary.problems) if code else None)
+    return code
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -154,6 +175,8 @@ def cmd_backbone(args: argparse.Namespace) -> int:
         manifest = ensure_backbone(force=args.force)
     except ConversionError as exc:
         print(f"thaw backbone: {exc}", file=sys.stderr)
+        if args.json:
+            _print_json(exit_code=1, error=str(exc))
         return 1
     print(f"backbone: {manifest['backbone']}")
     print(f"  {manifest['model']}, {manifest['parameters']:,} parameters")
@@ -175,6 +198,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         rows = predict(args.model, args.images, args.top_k)
     except PredictError as exc:
         print(f"thaw: {exc}", file=sys.stderr)
+        if args.json:
+            _print_json(exit_code=2, error=str(exc))
         return 2
     for row in rows:
         others = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in row["top_k"][1:])
@@ -267,7 +292,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from components.report.summary import summarize
 
     config = config_lib.load(None, {"output_dir": args.run_dir})
-    _print_summary(summarize(config.metadata_path), args.json)
+    _print_summary(summarize(config.metadata_path), args.json, output_dir=config.output_dir)
     return 0
 
 
@@ -278,7 +303,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     """The options run and ingest share."""
     parser.add_argument("--output", metavar="DIR", help="where the run writes everything (default: ./thaw-output)")
     parser.add_argument("--config", metavar="FILE", help="YAML configuration (see thaw.example.yaml)")
-    parser.add_argument("--json", action="store_true", help="also print the summary as one JSON line, last")
+    parser.add_argument("--json", action="store_true",
+                        help="also print one JSON object as the last line, whatever the outcome: the summary, "
+                             "exit_code, error (null when none) and output_dir")
     parser.add_argument("--wait", action="store_true",
                         help="when another run is using the same output directory, wait for it to finish "
                              "instead of refusing (exit code 4)")
@@ -445,16 +472,33 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # run as `python -m pipeline.cli`: a run lock names its holder "thaw ...", not "cli.py ..."
         sys.argv[0] = "thaw"
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse said why; a --json caller still gets its last line
+        sys.stderr.write(said.getvalue())
+        if exc.code and "--json" in words:
+            _print_json(exit_code=exc.code, error=(said.getvalue().strip().splitlines() or ["bad arguments"])[-1])
+        raise
+    sys.stderr.write(said.getvalue())
     _quiet_logs(args.verbose)
+    as_json = getattr(args, "json", False)
+    output_dir = getattr(args, "output", None) or getattr(args, "run_dir", None)
     try:
         return args.func(args)
-    except config_lib.ConfigError as exc:
+    except (config_lib.ConfigError, FileNotFoundError) as exc:
         print(f"thaw: {exc}", file=sys.stderr)
+        if as_json:
+            _print_json(exit_code=2, error=str(exc), output_dir=output_dir)
         return 2
-    except FileNotFoundError as exc:
-        print(f"thaw: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        if not as_json:
+            raise
+        traceback.print_exc()
+        _print_json(exit_code=1, error=f"{type(exc).__name__}: {exc}", output_dir=output_dir)
+        return 1
 
 
 if __name__ == "__main__":

@@ -60,6 +60,30 @@ def label_drift(current: dict[str, int], previous: dict[str, int]) -> float:
     return max(abs(current.get(c, 0) / total_now - previous.get(c, 0) / total_before) for c in classes)
 
 
+def empty_splits(report: dict, by_code: dict[str, int]) -> list[str]:
+    """A split that got no image: nothing downstream could train or evaluate on it.
+
+    Ingestion records it and finishes (its report is kept); this is where the run stops on it.
+    """
+    empty = [name for name in report.get("split_names", []) if not report["splits"].get(name)]
+    if not empty:
+        return []
+    common = describe_counts(by_code)
+    return [f"split(s) {', '.join(empty)} got no images: {report['ingested']} of {report['files_seen']} files "
+            f"ingested{'; quarantined: ' + common if common else ''}; add images or change data.splits "
+            "(the ingestion report lists every file and its reason)"]
+
+
+def bad_manifest_rows(quarantined: list, most: int = 10) -> list[str]:
+    """Each bad manifest row, by line and what is wrong with it (``most`` of them, then a count)."""
+    rows = [q for q in quarantined if q.code is Reason.BAD_MANIFEST_ROW]
+    named = [f"manifest {q.path.rsplit(':', 1)[0]} line {q.line}: {q.detail}" if q.line is not None
+             else f"manifest row {q.path}: {q.detail}" for q in rows[:most]]
+    if len(rows) > most:
+        named.append(f"... and {len(rows) - most} more bad manifest rows in the ingestion report")
+    return named
+
+
 def judge(report: dict, anomalies: list[str], limits: DataLimits, previous_counts: Optional[dict]) -> dict:
     """The verdict: ``problems`` stop the run, ``warnings`` are shown; ``checks`` has the numbers."""
     problems = list(anomalies)
@@ -75,12 +99,14 @@ def judge(report: dict, anomalies: list[str], limits: DataLimits, previous_count
             f"{len(bad_files)} of {files} files ({bad_fraction:.1%}) were quarantined ({describe_counts(by_code)}), "
             f"over the limit of {limits.max_bad_fraction:.1%} (data.max_bad_fraction); the ingestion report "
             "lists each with its reason")
-    elif bad_files:
+    elif bad_files and files:  # no file listed (a manifest whose header is unreadable): said below
         warnings.append(f"{len(bad_files)} of {files} files ({bad_fraction:.1%}) were quarantined "
                         f"({describe_counts(by_code)})")
     for entry in quarantined:
         if entry.code is Reason.EMPTY_CLASS_FOLDER:
             warnings.append(f"class folder {entry.path} is empty")
+    warnings.extend(bad_manifest_rows(quarantined))
+    problems.extend(empty_splits(report, by_code))
 
     per_class = {c: sum(splits.values()) for c, splits in report["per_class"].items()}
     train_counts = {c: splits.get("train", 0) for c, splits in report["per_class"].items()}

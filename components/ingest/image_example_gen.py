@@ -15,7 +15,7 @@ ever held for a grouping or shipped between workers.
 """
 
 import array
-import csv
+import dataclasses
 import json
 import logging
 import os
@@ -34,7 +34,8 @@ from tfx.types import artifact_utils, standard_artifacts
 from components.ingest import image_records
 from components.artifacts import IngestionReport, write_json
 from components.ingest.image_records import Item
-from components.ingest.quarantine import Quarantined, Reason, count_by_code, describe_counts
+from components.ingest.manifest import ManifestError, read_rows
+from components.ingest.quarantine import Quarantined, Reason, count_by_code
 from components.ingest.run_parameters import check_run_parameters
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
@@ -159,50 +160,30 @@ def list_folder(data_root: str, allowed_roots: Iterable[str] = ()) -> tuple[list
     return items, quarantined
 
 
-def _manifest_rows(manifest: str) -> Iterable[tuple[int, dict]]:
-    with tf.io.gfile.GFile(manifest) as f:
-        if manifest.endswith(".csv"):
-            reader = csv.DictReader(f)
-            missing = {"uri", "label"} - set(reader.fieldnames or [])
-            if missing:
-                raise ValueError(f"manifest {manifest}: the header needs columns uri and label; "
-                                 f"missing {', '.join(sorted(missing))} (found {reader.fieldnames})")
-            for number, row in enumerate(reader, start=2):
-                yield number, row
-        else:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    row = {"error": f"not valid JSON ({exc.msg})"}
-                yield number, row if isinstance(row, dict) else {"error": "not a JSON object"}
-
-
 def list_manifest(manifest: str, allowed_roots: Iterable[str] = ()) -> tuple[list[Item], list[Quarantined]]:
     """Items of a CSV (header uri,label) or JSONL ({"uri": ..., "label": ...}) manifest.
 
-    Relative uris are read from the manifest's folder, the data root; a uri
-    outside it and data.allowed_roots, and a row without a uri or a label, are
-    reported with the row's line number.
+    What is read as written by spreadsheets and scripts, and what is refused,
+    is in ``manifest.py``. Relative uris are read from the manifest's folder,
+    the data root; a uri outside it and data.allowed_roots, and a row that
+    cannot be read, are reported with the row's line number. A header that
+    cannot be read raises ManifestError.
     """
     base = os.path.dirname(manifest)
     name = os.path.basename(manifest)
     guard = RootGuard(base, allowed_roots)
     items: list[Item] = []
     quarantined: list[Quarantined] = []
-    for number, row in _manifest_rows(manifest):
-        uri, label = str(row.get("uri") or "").strip(), str(row.get("label") or "").strip()
-        if row.get("error") or not uri or not label:
-            detail = row.get("error") or f"needs both a uri and a label, got uri={uri!r} label={label!r}"
-            quarantined.append(Quarantined(f"{name}:{number}", Reason.BAD_MANIFEST_ROW, detail))
-            continue
-        full = uri if "://" in uri or os.path.isabs(uri) else os.path.join(base, uri)
-        if guard.inside(full):
-            items.append((full, uri, label))
-        else:
-            quarantined.append(guard.refuse(f"{name}:{number}", full))
+    with tf.io.gfile.GFile(manifest) as f:
+        for number, uri, label, problem in read_rows(manifest, f):
+            if problem:
+                quarantined.append(Quarantined(f"{name}:{number}", Reason.BAD_MANIFEST_ROW, problem, number))
+                continue
+            full = uri if "://" in uri or os.path.isabs(uri) else os.path.join(base, uri)
+            if guard.inside(full):
+                items.append((full, uri, label))
+            else:
+                quarantined.append(dataclasses.replace(guard.refuse(f"{name}:{number}", full), line=number))
     return items, quarantined
 
 
@@ -281,22 +262,6 @@ def build_report(lines: Iterable[dict], listing_quarantine: list[Quarantined], f
     }
 
 
-def check_usable(report: dict, split_names: list[str], report_path: str) -> None:
-    """Stops at ingestion only when nothing downstream could run: a split with no images.
-
-    Everything else about the data (bad fractions, class sizes, drift) is
-    judged by DataGate, which records its verdict before the run stops.
-    """
-    empty = [name for name in split_names if not report["splits"].get(name)]
-    if not empty:
-        return
-    common = describe_counts(report["quarantined_by_code"])
-    raise ValueError(
-        f"split(s) {', '.join(empty)} got no images: {report['ingested']} of {report['files_seen']} files "
-        f"ingested{'; quarantined: ' + common if common else ''}. Every file and its reason is in "
-        f"{report_path}; add images or change data.splits")
-
-
 def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
            report_dir: str, max_pixels: int, min_side: int = 1, max_file_bytes: int = 64 << 20,
            allowed_roots: list[str] = ()) -> dict:
@@ -307,7 +272,11 @@ def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
     files per code) to ``report_dir``.
     """
     split_names = [name for name, _ in splits]
-    items, listing_quarantine = list_images(data, allowed_roots)
+    try:
+        items, listing_quarantine = list_images(data, allowed_roots)
+    except ManifestError as exc:  # a data problem: recorded, and the data gate stops the run on it
+        items, listing_quarantine = [], [Quarantined(f"{os.path.basename(data)}:{exc.line}", Reason.BAD_MANIFEST_ROW,
+                                                     f"{exc.detail}; no row of the manifest was read", exc.line)]
     outcome_dir = os.path.join(report_dir, "outcomes")
 
     with pipeline as p:
@@ -347,6 +316,7 @@ def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
 
     report = build_report(_read_outcomes(outcome_dir), listing_quarantine, len(items))
     report["data"] = data
+    report["split_names"] = split_names
     write_json(report, report_dir, REPORT_FILE)
     return report
 
@@ -383,4 +353,5 @@ def ImageExampleGen(
     report.set_int_custom_property("ingested", summary["ingested"])
     report.set_int_custom_property("quarantined", len(summary["quarantined"]))
     report.set_string_custom_property("classes", json.dumps(summary["classes"]))
-    check_usable(summary, split_names, os.path.join(report.uri, REPORT_FILE))
+    # A split with no images, or a manifest that could not be read, is a data problem, not a failure of
+    # this step: its outputs (and the report naming every file's fate) are kept, and DataGate stops the run.

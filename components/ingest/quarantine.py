@@ -39,7 +39,8 @@ class Reason(str, enum.Enum):
     OUTSIDE_DATA_ROOT = ("outside_data_root",
                          "resolves outside the data root and data.allowed_roots, so it is never read")
     BAD_MANIFEST_ROW = ("bad_manifest_row",
-                        "a manifest row without both a uri and a label, or a JSONL line that is not a JSON object")
+                        "a manifest line Thaw cannot read unambiguously: no uri or label, columns or keys that "
+                        "could both be one, a value of the wrong type, a JSONL line that is not a JSON object")
     # Found on opening the file, before its bytes are read (a looping folder: while listing).
     SYMLINK_LOOP = "symlink_loop", "a symbolic link, or a linked folder, that leads back to where it started"
     NOT_REGULAR_FILE = "not_regular_file", "a FIFO, a device, a socket or a folder: never opened for reading"
@@ -66,12 +67,14 @@ class Quarantined:
     """One quarantined file: where, why (the code) and the specifics (the detail).
 
     ``code`` is None only for an entry read from a report this version did not
-    write, whose reason it does not know (see ``from_json``).
+    write, whose reason it does not know (see ``from_json``). ``line`` is the
+    manifest line of a bad manifest row (its ``path`` is ``manifest:line``).
     """
 
     path: str
     code: Reason | None
     detail: str = ""
+    line: int | None = None
 
     @property
     def text(self) -> str:
@@ -82,9 +85,13 @@ class Quarantined:
 
     def to_json(self) -> dict[str, str]:
         """The report's entry. ``reason`` repeats code and detail as one line, as entries
-        read before codes had it, so a reader that knows only ``reason`` still works."""
-        return {"path": self.path, "code": self.code.value if self.code else "", "detail": self.detail,
-                "reason": self.text}
+        read before codes had it, so a reader that knows only ``reason`` still works. A bad
+        manifest row also has its ``line``."""
+        entry = {"path": self.path, "code": self.code.value if self.code else "", "detail": self.detail,
+                 "reason": self.text}
+        if self.line is not None:
+            entry["line"] = self.line
+        return entry
 
     @classmethod
     def from_json(cls, entry: dict) -> Quarantined:
@@ -92,7 +99,7 @@ class Quarantined:
         an older run's outputs, written before codes (a ``reason`` alone), or a later
         version's, with a code this one lacks: those are known by their text."""
         try:
-            return cls(entry["path"], Reason(entry["code"]), entry.get("detail", ""))
+            return cls(entry["path"], Reason(entry["code"]), entry.get("detail", ""), entry.get("line"))
         except (KeyError, ValueError):
             pass
         text = entry.get("reason", "")

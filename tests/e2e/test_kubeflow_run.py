@@ -177,3 +177,26 @@ def test_a_bad_training_parameter_stops_the_run_in_its_first_task_with_the_yaml_
     for line in thaw_run.value.problems:
         assert line in said, (line, said[-3000:])
     assert "the run's runtime parameters (`training`, `data_limits`): invalid configuration" in said
+
+
+def test_data_too_small_for_a_split_is_stopped_by_the_data_gate_not_by_a_failed_task(compiled, tmp_path):
+    """On Kubeflow too a data problem fails no task: ingestion keeps its report (a failed task's
+    outputs would be lost), the data gate's verdict names the empty split and the bad row, and the run
+    ends with the stopped-run report. The same compiled spec, given a manifest as its data_root."""
+    from tests.support.images import encode, noise
+
+    (tmp_path / "one.png").write_bytes(encode(noise("RGB", size=(32, 32), seed=91), "PNG"))
+    manifest = tmp_path / "images.csv"
+    manifest.write_bytes("uri,label\r\none.png,cat\r\n,dog\r\n".encode("utf-8-sig"))
+    run, _ = kfp_local.run(compiled / "pipeline.yaml", pipeline_root(compiled), data_root=str(manifest))
+    ran = tasks(run)
+    assert "StoppedRunReport" in ran and not ran & {"Transform", "Trainer", "RunReport"}, ran
+    report = read(run / "ImageExampleGen" / "report", "ingestion_report.json")
+    assert report["data"] == str(manifest) and report["ingested"] == 1
+    assert [(q["path"], q["line"]) for q in report["quarantined"]] == [("images.csv:3", 3)]
+    empty = [name for name in report["split_names"] if name not in report["splits"]]
+    verdict = read(run / "DataGate" / "verdict", "verdict.json")
+    assert verdict["passed"] is False
+    assert any(p.startswith(f"split(s) {', '.join(empty)} got no images") for p in verdict["problems"])
+    page = text_of(run / "StoppedRunReport" / "report")
+    assert "stopped by the data gate before training" in page and "manifest images.csv line 3" in page

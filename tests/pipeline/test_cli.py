@@ -1,5 +1,6 @@
 """The command line and its launcher: help, errors that name the fix."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -63,3 +64,52 @@ def test_launcher_without_a_usable_python_says_what_is_needed(tmp_path):
 def test_launcher_keys_the_environment_by_the_lock(tmp_path):
     path = launcher("--path", THAW_ENV_MODE="venv", THAW_CACHE_DIR=str(tmp_path)).stdout.strip()
     assert path.startswith(str(tmp_path / "venv-")) and len(Path(path).name) == len("venv-") + 16
+
+
+def last_json(out: str) -> dict:
+    """The last line of stdout, which --json makes one JSON object whatever the outcome."""
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_json_ends_with_an_object_when_the_data_is_missing(workdir, capsys):
+    assert cli.main(["ingest", "no-such-dir", "--output", "out", "--json"]) == 2
+    result = last_json(capsys.readouterr().out)
+    assert result["exit_code"] == 2 and result["output_dir"] == "out"
+    assert result["error"].startswith(f"data {workdir / 'no-such-dir'} is neither a folder nor")
+
+
+def test_json_ends_with_an_object_when_the_configuration_is_bad(workdir, capsys):
+    (workdir / "thaw.yaml").write_text("gate: {min_accuracy: 2}\n")
+    assert cli.main(["run", "--config", "thaw.yaml", "--json"]) == 2
+    result = last_json(capsys.readouterr().out)
+    assert result["exit_code"] == 2 and "gate.min_accuracy: must be in [0, 1], got 2" in result["error"]
+
+
+def test_json_ends_with_an_object_when_the_arguments_are_bad(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["ingest", "data", "--json", "--no-such-flag"])
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert "thaw: error: unrecognized arguments: --no-such-flag" in captured.err
+    assert last_json(captured.out) == {"exit_code": 2, "error": "thaw: error: unrecognized arguments: --no-such-flag",
+                                       "output_dir": None}
+
+
+def test_json_ends_with_an_object_when_another_run_holds_the_output(workdir, capsys):
+    from components.file_lock import exclusive
+    from pipeline.runners import RUN_LOCK
+
+    (workdir / "data" / "cat").mkdir(parents=True)
+    (workdir / "out").mkdir()
+    with exclusive(str(workdir / "out" / RUN_LOCK), "a run on out"):
+        assert cli.main(["ingest", "data", "--output", "out", "--json"]) == cli.BUSY
+    result = last_json(capsys.readouterr().out)
+    assert result["exit_code"] == cli.BUSY and result["output_dir"].endswith("out")
+    assert "is already in progress: pid" in result["error"]
+
+
+def test_predict_json_ends_with_an_object_when_there_is_no_model(workdir, capsys):
+    (workdir / "cat.png").write_bytes(b"not read")
+    assert cli.main(["predict", "--model", "no-model", "--json", "cat.png"]) == 2
+    result = last_json(capsys.readouterr().out)
+    assert result["exit_code"] == 2 and "no-model is neither a SavedModel" in result["error"]

@@ -25,6 +25,8 @@ from PIL import Image
 from components.ingest import image_example_gen as ieg
 from components import image_ops
 from components.ingest import image_records
+from components.ingest.data_gate import judge
+from components.ingest.data_limits import DataLimits
 from components.ingest.quarantine import Quarantined, Reason
 from components.serve.serving_probe import bomb_png
 
@@ -350,8 +352,9 @@ def test_a_jsonl_manifest_and_its_malformed_lines(messy, tmp_path):
 
 
 def test_a_csv_manifest_without_the_columns_is_refused(tmp_path):
-    (tmp_path / "m.csv").write_text("path,class\na.png,cat\n")
-    with pytest.raises(ValueError, match="needs columns uri and label; missing label, uri"):
+    (tmp_path / "m.csv").write_text("image,name\na.png,cat\n")
+    with pytest.raises(ValueError, match=r"line 1: the header needs columns uri and label; missing uri \(or path, "
+                                         r"file\) and label \(or class\)"):
         ieg.list_images(str(tmp_path / "m.csv"))
 
 
@@ -360,15 +363,49 @@ def test_missing_data_names_the_path_and_both_layouts(tmp_path):
         ieg.list_images(str(tmp_path / "nope"))
 
 
-def test_a_split_with_no_images_stops_ingestion_naming_the_report():
-    report = ieg.build_report([], [Quarantined(f"x{i}", Reason.EMPTY) for i in range(4)] +
-                              [Quarantined(f"y{i}", Reason.NOT_AN_IMAGE) for i in range(2)], 9)
-    report.update(splits={"train": 3}, ingested=3)
-    ieg.check_usable(report, ["train"], "/r/ingestion_report.json")
-    with pytest.raises(ValueError, match=r"split\(s\) eval got no images: 3 of 9 files ingested; "
-                                         r"quarantined: 4 empty, 2 not_an_image\. Every file .* "
-                                         r"/r/ingestion_report.json"):
-        ieg.check_usable(report, ["train", "eval"], "/r/ingestion_report.json")
+def configured_splits() -> list[tuple[str, float]]:
+    from pipeline.config import load
+
+    return list(load(None).data.splits.items())
+
+
+def test_data_too_small_for_a_split_is_ingested_and_recorded_for_the_data_gate_to_stop(tmp_path):
+    """One image cannot fill every split: ingestion finishes and keeps its report, naming the bad row,
+    and the data gate's verdict stops the run on it (not an exception in ingestion, whose outputs a
+    failed step loses)."""
+    splits = configured_splits()
+    names = [name for name, _ in splits]
+    (tmp_path / "one.png").write_bytes(encode(noise("RGB", seed=77), "PNG"))
+    (tmp_path / "images.csv").write_text("uri,label\none.png,cat\n,dog\n")
+    report = ieg.ingest(beam.Pipeline(), str(tmp_path / "images.csv"), splits, str(tmp_path / "out" / "examples"),
+                        str(tmp_path / "out" / "report"), max_pixels=50_000)
+    assert json.loads((tmp_path / "out" / "report" / ieg.REPORT_FILE).read_text()) == report
+    assert report["split_names"] == names and report["ingested"] == 1
+    empty = [name for name in names if name not in report["splits"]]
+    assert len(empty) == len(names) - 1
+    for name in names:  # every split is there for the steps after ingestion, empty or not
+        assert list((tmp_path / "out" / "examples" / f"Split-{name}").glob("*.gz")), name
+    assert [(q["path"], q["code"], q["line"]) for q in report["quarantined"]] == [
+        ("images.csv:3", "bad_manifest_row", 3)]
+    verdict = judge(report, [], DataLimits(), None)
+    assert not verdict["passed"]
+    assert (f"split(s) {', '.join(empty)} got no images: 1 of 1 files ingested; quarantined: 1 bad_manifest_row; "
+            "add images or change data.splits") in "\n".join(verdict["problems"])
+    assert "manifest images.csv line 3: needs both a uri and a label, got uri='' label='dog'" in verdict["warnings"]
+
+
+def test_a_manifest_whose_header_cannot_be_read_is_recorded_not_raised(tmp_path):
+    splits = configured_splits()
+    (tmp_path / "images.csv").write_text("\ufeffimage,label\none.png,cat\n")
+    report = ieg.ingest(beam.Pipeline(), str(tmp_path / "images.csv"), splits, str(tmp_path / "examples"),
+                        str(tmp_path / "report"), max_pixels=50_000)
+    (entry,) = report["quarantined"]
+    assert (entry["path"], entry["code"], entry["line"]) == ("images.csv:1", "bad_manifest_row", 1)
+    assert entry["detail"].startswith("the header needs columns uri and label; missing uri (or path, file) "
+                                      "(found ['image', 'label'])")
+    verdict = judge(report, [], DataLimits(), None)
+    assert f"split(s) {', '.join(name for name, _ in splits)} got no images" in verdict["problems"][0]
+    assert verdict["warnings"][0].startswith("manifest images.csv line 1: the header needs columns uri and label")
 
 
 def test_both_passes_log_their_progress_to_the_last_file(messy, tmp_path, caplog):
