@@ -126,7 +126,13 @@ def training_section(s: RunSummary) -> str:
     stages = read_json(s.artifacts.get("ModelRun", ""), STAGE_RESULTS_FILE)
     if not stages:
         return ""
-    parts = ["<h2>Training</h2>", _table(
+    parts = ["<h2>Training</h2>"]
+    if s.backbone:
+        b = s.backbone
+        parts.append(_table(["backbone", "weights from", "image size", "file"],
+                            [[b.get("architecture", "?"), b.get("weights", "?"),
+                              f"{b.get('image_size')}x{b.get('image_size')}", b.get("path", "")]]))
+    parts += [_table(
         ["stage", "what trained", "trainable parameters", "optimizer", "peak learning rate", "epochs",
          "best epoch", "best val_accuracy"],
         [[st["name"], st.get("trainable", ""), st["trainable_params"], st.get("optimizer", ""),
