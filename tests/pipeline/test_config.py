@@ -53,11 +53,13 @@ def test_a_prepared_backbone_folder_is_the_default_where_it_is_set(workdir, monk
 
 
 def test_the_digits_demo_carries_its_own_backbone_and_schedule(tiny_demo, workdir):
-    from demo.digits import demo_stages
+    from demo.digits import DEMO_STAGES, demo_stages
 
     config = config_lib.load(tiny_demo["config"])
     assert config.backbone.path == tiny_demo["backbone"] and config.backbone.image_size == 32
     assert config.data.root == tiny_demo["data"]
+    # Written in its own file, not left to the defaults (which it must not follow when they change).
+    assert yaml.safe_load(Path(tiny_demo["config"]).read_text())["training"]["stages"] == list(DEMO_STAGES)
     assert config.training.stages == demo_stages()
     assert config.output_dir == str(workdir / "thaw-output")  # as `thaw run` with no arguments writes
 
