@@ -64,3 +64,5 @@ class HtmlReport(ValueArtifact):
 # The trainer's per-stage results (trainable parameters, learning rate,
 # epochs, best validation accuracy, history), in the ModelRun artifact.
 STAGE_RESULTS_FILE = "stages.json"
+# What the model was trained on (components.train.backbone.describe_backbone), in the ModelRun artifact.
+BACKBONE_FILE = "backbone.json"

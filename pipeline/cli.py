@@ -76,11 +76,24 @@ def _run(args: argparse.Namespace, through: str) -> int:
         overrides["data.root"] = args.data
     if args.output:
         overrides["output_dir"] = args.output
-    config = config_lib.load(args.config, overrides)
+    config_path = args.config
+    if not args.config and not args.data and through == "push":
+        from demo.digits import make_demo
+
+        # No data and no configuration: the bundled digits demo, with its own backbone and schedule.
+        config_path = make_demo(config_lib.DEMO_DIR)["config"]
+        print(f"thaw: no --data or --config: the bundled digits demo ({config_path})", file=sys.stderr)
+    config = config_lib.load(config_path, overrides)
     from components.file_lock import LockBusy, describe
+    from demo.pretrained import ConversionError
     from pipeline.runners import check_inputs, run_local
 
-    check_inputs(config)
+    try:
+        check_inputs(config, say=lambda text: print(f"thaw: {text}", file=sys.stderr, flush=True),
+                     training=through == "push")
+    except ConversionError as exc:
+        print(f"thaw: the default backbone could not be made: {exc}", file=sys.stderr)
+        return 2
     what = "ingestion and data validation" if through == "validation" else "the pipeline"
     print(f"thaw: running {what} of '{config.pipeline_name}' on {config.data.root}; "
           f"outputs in {config.output_dir}", file=sys.stderr)
@@ -172,7 +185,8 @@ def cmd_backbone(args: argparse.Namespace) -> int:
     from demo.pretrained import ConversionError, ensure_backbone
 
     try:
-        manifest = ensure_backbone(force=args.force)
+        manifest = ensure_backbone(force=args.force, progress=lambda text: print(f"thaw: {text}", file=sys.stderr,
+                                                                                flush=True))
     except ConversionError as exc:
         print(f"thaw backbone: {exc}", file=sys.stderr)
         if args.json:
@@ -185,7 +199,8 @@ def cmd_backbone(args: argparse.Namespace) -> int:
         print(f"  check at {size}x{size} on {r['photos']} photos against the PyTorch model: pooled features "
               f"differ by <= {r['pooled_max_abs_diff']:.2g}, logits by <= {r['logits_max_abs_diff']:.2g}, "
               f"top class the same on {r['top1_agree']} of {r['photos']}")
-    print(f"use it: backbone: {{path: {manifest['backbone']}, image_size: 224}}   # any size; 96 in thaw demo --real")
+    print("it is the default backbone: a run whose configuration names none trains on it at 224x224 "
+          "(any size works: backbone: {image_size: 128})")
     if args.json:
         print(json.dumps(manifest))
     return 0
@@ -242,12 +257,13 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from pipeline.kubeflow import compile_pipeline
+    from pipeline.kubeflow import compile_pipeline, for_the_image
 
-    config = config_lib.load(args.config)
+    config = for_the_image(config_lib.load(args.config))
     path = compile_pipeline(config, args.output)
     print(f"wrote {path}: the KFP v2 pipeline '{config.pipeline_name}', image {config.kubeflow.image}, "
-          f"Trainer with {config.kubeflow.trainer_gpus} x {config.kubeflow.gpu_resource}; "
+          f"Trainer with {config.kubeflow.trainer_gpus} x {config.kubeflow.gpu_resource}, backbone "
+          f"{config.backbone.path} at {config.backbone.image_size}x{config.backbone.image_size}; "
           "upload it in the Kubeflow Pipelines UI or with the kfp client")
     return 0
 

@@ -98,10 +98,28 @@ class DataConfig(DataLimits):
         return self.model_dump(include=set(DataLimits.model_fields))
 
 
-class Backbone(BackboneConfig):
-    """The pretrained network whose features the new classifier reuses (by default, the bundled demo's)."""
+def default_backbone_path() -> str:
+    """EfficientNet-Lite0 with ImageNet weights: $THAW_BACKBONE_DIR's, else the converted one in the cache."""
+    from demo.pretrained import default_backbone_path as lite0
 
-    path: Text = Field(str(DEMO_DIR / "backbone.keras"), description=BackboneConfig.model_fields["path"].description)
+    return lite0()
+
+
+class Backbone(BackboneConfig):
+    """The pretrained network whose features the new classifier reuses.
+
+    By default EfficientNet-Lite0 with ImageNet weights (demo.pretrained: converted once on first use, or read
+    from $THAW_BACKBONE_DIR where a machine or image carries it) at 224x224, its own size; the digits demo and
+    the real-photo demo name theirs in their own thaw.yaml.
+    """
+
+    path: Text = Field(default_factory=default_backbone_path, description=(
+        BackboneConfig.model_fields["path"].description + " Default: EfficientNet-Lite0 with ImageNet weights, "
+        "converted once on first use (bin/thaw backbone), or from $THAW_BACKBONE_DIR when set."))
+
+    def is_default(self) -> bool:
+        """No backbone named: the ImageNet EfficientNet-Lite0 that `thaw backbone` converts."""
+        return not self.architecture and self.path == default_backbone_path()
 
 
 class GateConfig(Spec):

@@ -79,13 +79,30 @@ def document_header(spec: dict) -> list[str]:
             "# Compiled by thaw compile from the same create_pipeline(config) LocalDagRunner runs."]
 
 
+def for_the_image(config: ThawConfig) -> ThawConfig:
+    """``config`` as the pods run it: with no backbone named, the one the image carries.
+
+    The default backbone's path here is this machine's cache (or its
+    $THAW_BACKBONE_DIR); the Dockerfile's image carries the converted
+    EfficientNet-Lite0 at demo.pretrained.IMAGE_BACKBONE_DIR instead.
+    """
+    from demo.pretrained import IMAGE_BACKBONE_DIR
+
+    if not config.backbone.is_default():
+        return config
+    backbone = config.backbone.model_copy(update={"path": f"{IMAGE_BACKBONE_DIR}/backbone.keras"})
+    return config.model_copy(update={"backbone": backbone})
+
+
 def compile_pipeline(config: ThawConfig, output: str) -> str:
     """Writes the KFP v2 pipeline spec for ``config`` to ``output``; returns its path.
 
     On a cluster every path in the configuration (output_dir, data.root,
     backbone.path, serving_dir) must be one the pods can read: gs://, or a
-    volume mounted at the same path.
+    volume mounted at the same path. A configuration that names no backbone
+    trains on the one the image carries (for_the_image).
     """
+    config = for_the_image(config)
     pipeline = create_pipeline(config)
     trainer = next(c for c in pipeline.components if c.id == TRAINER)
     trainer.with_platform_config(trainer_resources(config))

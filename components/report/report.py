@@ -136,7 +136,13 @@ def training_section(s: RunSummary) -> str:
         return ("<h2>Training</h2>" + could_not_draw(
             "Training curves", f"no {STAGE_RESULTS_FILE} in the Trainer's ModelRun artifact "
                                f"({s.artifacts.get('ModelRun', 'none recorded')})"))
-    parts = ["<h2>Training</h2>", _table(
+    parts = ["<h2>Training</h2>"]
+    if s.backbone:
+        b = s.backbone
+        parts.append(_table(["backbone", "weights from", "image size", "file"],
+                            [[b.get("architecture", "?"), b.get("weights", "?"),
+                              f"{b.get('image_size')}x{b.get('image_size')}", b.get("path", "")]]))
+    parts += [_table(
         ["stage", "what trained", "trainable parameters", "optimizer", "peak learning rate", "epochs",
          "best epoch", "best validation accuracy"],
         [[st["name"], st.get("trainable", ""), st["trainable_params"], st.get("optimizer", ""),

@@ -17,7 +17,7 @@ from google.protobuf import json_format
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components.artifacts import STAGE_RESULTS_FILE, DataVerdict, IngestionReport, read_json
+from components.artifacts import BACKBONE_FILE, STAGE_RESULTS_FILE, DataVerdict, IngestionReport, read_json
 from components.ingest.data_gate import VERDICT_FILE
 from components.ingest.image_example_gen import REPORT_FILE
 from components.ingest.quarantine import Quarantined, by_code, describe, read_entries
@@ -39,6 +39,7 @@ class RunSummary:
     problems: list[str] = dataclasses.field(default_factory=list)
     warnings: list[str] = dataclasses.field(default_factory=list)
     data_checks: dict[str, Any] = dataclasses.field(default_factory=dict)
+    backbone: dict[str, Any] = dataclasses.field(default_factory=dict)
     stages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     baseline_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -89,6 +90,8 @@ class RunSummary:
             out.extend(f"  - {problem}" for problem in self.problems)
         elif self.data_passed:
             out.append("data validation: passed")
+        if self.backbone:
+            out.append(f"backbone: {backbone_line(self.backbone)}")
         for s in self.stages:
             stopped = " (stopped early)" if s.get("stopped_early") else ""
             out.append(f"stage {s['name']}: {s.get('trainable', '')}, {s['trainable_params']} trainable "
@@ -124,6 +127,13 @@ class RunSummary:
         elif self.blessed is not None:
             out.append("pushed: nothing; the serving directory is unchanged")
         return out
+
+
+def backbone_line(backbone: dict[str, Any]) -> str:
+    """The backbone a run trained on, in one line: architecture, where its weights came from, image size."""
+    size = backbone.get("image_size")
+    return (f"{backbone.get('architecture', '?')}, weights from {backbone.get('weights', '?')}, "
+            f"at {size}x{size} ({backbone.get('path', '')})")
 
 
 def _quarantine_lines(entries: list[Quarantined], most: int = 20) -> list[str]:
@@ -299,6 +309,7 @@ def from_artifacts(run_id: str, outputs: dict[str, list]) -> RunSummary:
             summary.warnings = data["warnings"]
             summary.data_checks = data["checks"]
     for model_run in outputs.get("ModelRun", []):
+        summary.backbone = read_json(model_run.uri, BACKBONE_FILE) or {}
         stages = read_json(model_run.uri, STAGE_RESULTS_FILE)
         if stages:
             summary.stages = [{k: v for k, v in s.items() if k != "history"} for s in stages]

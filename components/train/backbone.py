@@ -56,6 +56,7 @@ class Backbone:
     model: tf_keras.Model   # pixels (scaled) -> features; its layers are what the schedule unfreezes
     scaling: str            # the input scaling it expects (see components.train.model.InputScaling)
     source: str             # "applications", "keras" or "hub", for the log
+    name: str = ""          # the saved model's own name (a .keras file's), for the summary
 
 
 class HubFeatures(tf_keras.layers.Layer):
@@ -356,7 +357,7 @@ def load_backbone(config: BackboneConfig, dtype_policy: str = "float32") -> Back
         except ValueError as exc:
             raise BackboneError(f"backbone {path or architecture}: cannot cut at layer '{cut.name}' ({exc}); "
                                 "name another layer in backbone.cut_layer") from exc
-    return Backbone(_checked(backbone, path or architecture, image_size), scaling, source)
+    return Backbone(_checked(backbone, path or architecture, image_size), scaling, source, model.name)
 
 
 def _checked(backbone: tf_keras.Model, name: str, image_size: int) -> tf_keras.Model:

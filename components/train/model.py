@@ -51,17 +51,20 @@ class InputScaling(tf_keras.layers.Layer):
 
 
 def build_classifier(backbone: tf_keras.Model, num_classes: int, image_size: int, head: HeadConfig, *,
-                     scaling: str = "none") -> tf_keras.Model:
+                     scaling: str = "none", train_batchnorm: bool = False) -> tf_keras.Model:
     """Pixels -> scaling -> backbone -> pooling -> [dropout, dense]* -> dropout -> softmax.
 
     The backbone is called with ``training=False``: its BatchNormalization
     layers stay in inference mode even when unfrozen, so fine-tuning on a small
     data set does not wreck the statistics learned on the large one (the Keras
     transfer-learning guide's rule). Dropout in the head still trains.
+    ``train_batchnorm``: the backbone follows Keras's learning phase instead
+    (batch statistics while fitting), for a network with nothing pretrained to
+    protect, such as bench.transfer's scratch variant.
     """
     pixels = tf_keras.Input(shape=(image_size, image_size, CHANNELS), name="pixels")
     scaled = InputScaling(scaling, name="input_scaling")(pixels)
-    features = backbone(scaled, training=False)
+    features = backbone(scaled, training=None if train_batchnorm else False)
     if len(features.shape) == 4:
         pool = {"avg": tf_keras.layers.GlobalAveragePooling2D, "max": tf_keras.layers.GlobalMaxPooling2D,
                 "flatten": tf_keras.layers.Flatten}[head.pooling]

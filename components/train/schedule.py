@@ -83,7 +83,10 @@ class _Compiled:
         schedule = WarmupCosine(stage.learning_rate, stage.epochs * self.steps_per_epoch, rewarm, stage.decay,
                                 offset=epochs_done * self.steps_per_epoch, decay_start=warmup)
         with self.strategy.scope():
-            scales = layer_lr_scales(self.backbone, self.first, stage.layer_lr_decay)
+            decay = stage.layer_lr_decay
+            if stage.stem_lr_factor != 1.0:  # the lowest block (depth = the block count) at that factor
+                decay = stage.stem_lr_factor ** (1.0 / len(block_starts(self.backbone)))
+            scales = layer_lr_scales(self.backbone, self.first, decay)
             self.optimizer = make_optimizer(stage.optimizer, stage.weight_decay, schedule, scales)
             self.model.compile(optimizer=self.optimizer, loss="sparse_categorical_crossentropy",
                                metrics=["accuracy"])

@@ -24,14 +24,14 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from components.artifacts import STAGE_RESULTS_FILE, write_json
+from components.artifacts import BACKBONE_FILE, STAGE_RESULTS_FILE, write_json
 from components.model_contract import LABEL_COUNTS_FILE
 from components.spec import parse
-from components.train.backbone import load_backbone
+from components.train.backbone import Backbone, load_backbone
 from components.train.export import export_model
 from components.train.input_pipeline import count_labels, first_images, make_dataset
 from components.train.model import build_classifier
-from components.train.options import TrainerConfig
+from components.train.options import BackboneConfig, TrainerConfig
 from components.train.preprocessing import LABEL_VOCABULARY
 from components.train.schedule import run_schedule, write_results
 
@@ -74,6 +74,37 @@ def float32_copy(model: tf_keras.Model, build) -> tf_keras.Model:
     return copy
 
 
+# Files that a prepared backbone may have beside it, naming what it is and where its weights came from:
+# demo.pretrained's conversion.json (EfficientNet-Lite0), demo.digits' demo.json (the digits demo's CNN).
+BACKBONE_MANIFESTS = ("conversion.json", "demo.json")
+
+
+def describe_backbone(config: BackboneConfig, loaded: Backbone) -> dict:
+    """What a run trained on, for the summary and the report: architecture, weights' origin, image size."""
+    record = {"path": config.path or config.architecture, "image_size": config.image_size,
+              "kind": loaded.source, "layers": len(loaded.model.layers)}
+    if config.architecture:
+        record["architecture"] = config.architecture + " (keras.applications)"
+        record["weights"] = {"imagenet": "ImageNet, Keras's download", "": "random (no weights)"}.get(
+            config.path, config.path)
+        return record
+    manifest = {}
+    folder = os.path.dirname(config.path.rstrip("/"))
+    for name in BACKBONE_MANIFESTS if folder and not config.path.startswith(("http://", "https://")) else ():
+        candidate = os.path.join(folder, name)
+        try:
+            if tf.io.gfile.exists(candidate):
+                with tf.io.gfile.GFile(candidate) as f:
+                    manifest = json.load(f)
+                break
+        except (OSError, ValueError, tf.errors.OpError):
+            manifest = {}
+    record["architecture"] = manifest.get("model") or (
+        "a TF Hub module" if loaded.source == "hub" else f"a saved Keras model named '{loaded.name}'")
+    record["weights"] = manifest.get("source") or config.path
+    return record
+
+
 def run_fn(fn_args) -> None:
     """Trains the classifier in stages and exports it for serving and evaluation."""
     logging.getLogger().setLevel(logging.INFO)
@@ -106,6 +137,7 @@ def run_fn(fn_args) -> None:
         backbone, model = build(policy)
     log.info("backbone from %s (%s): %d layers, input scaling %s", config.backbone.path or
              config.backbone.architecture, backbone.source, len(backbone.model.layers), backbone.scaling)
+    write_json(describe_backbone(config.backbone, backbone), fn_args.model_run_dir, BACKBONE_FILE)
     results = run_schedule(
         model, backbone.model, training.stages, train_ds, eval_ds,
         steps_per_epoch=steps_per_epoch, log_dir=fn_args.model_run_dir, strategy=strategy,

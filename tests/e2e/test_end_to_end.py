@@ -51,9 +51,8 @@ def first_run(tiny_demo, tmp_path_factory):
     (data / "five" / "empty.png").write_bytes(b"")
     (data / "six" / "notes.jpg").write_text("a text file with an image's name")
     out = tmp_path_factory.mktemp("run")
-    config = config_lib.load(None, {
+    config = config_lib.load(tiny_demo["config"], {   # the digits demo's own backbone, image size and schedule
         "data.root": str(data),
-        "backbone.path": tiny_demo["backbone"],
         "output_dir": str(out),
         "beam_pipeline_args": ["--direct_running_mode=in_memory"],
         "gate.min_accuracy": 0.6,
@@ -70,6 +69,9 @@ def test_the_pipeline_ingests_trains_blesses_and_pushes(first_run):
     assert summary.warnings == ["2 of 252 files (0.8%) were quarantined (1 empty, 1 not_an_image)"]
     assert summary.classes == ["eight", "five", "nine", "seven", "six"]
     assert set(summary.splits) == {"train", "validation", "test"} and sum(summary.splits.values()) == 250
+    assert summary.backbone["image_size"] == 32 and summary.backbone["path"] == config.backbone.path
+    assert summary.backbone["architecture"] == "the digits demo's small CNN (demo.digits.build_backbone_model)"
+    assert any(line.startswith("backbone: the digits demo's small CNN") for line in summary.lines())
     assert [s["name"] for s in summary.stages] == ["head", "fine_tune"]
     assert summary.stages[1]["trainable_params"] > summary.stages[0]["trainable_params"]
     assert summary.metrics["accuracy"] >= 0.6
@@ -367,7 +369,7 @@ def test_anomalies_and_small_classes_stop_the_run_before_training(tiny_demo, wor
         f"output_dir: out\n"
         f"beam_pipeline_args: [--direct_running_mode=in_memory]\n"
         f"data: {{root: {tiny_demo['data']}, schema: schema.pbtxt, min_images_per_class: 100}}\n"
-        f"backbone: {{path: {tiny_demo['backbone']}}}\n")
+        f"backbone: {{path: {tiny_demo['backbone']}, image_size: 32}}\n")
     assert cli.main(["run", "--config", "thaw.yaml", "--json"]) == cli.DATA_STOPPED
     out = capsys.readouterr().out
     summary = json.loads(out.strip().splitlines()[-1])

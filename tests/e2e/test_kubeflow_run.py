@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from demo.digits import DEMO_STAGES
 from pipeline import cli
 from tests.support import kfp_local
 
@@ -34,7 +35,8 @@ def compiled(tiny_demo, tmp_path_factory):
     (folder / "thaw.yaml").write_text(
         f"output_dir: {folder / 'out'}\n"
         f"data: {{root: {tiny_demo['data']}}}\n"
-        f"backbone: {{path: {tiny_demo['backbone']}}}\n"
+        f"backbone: {{path: {tiny_demo['backbone']}, image_size: 32}}\n"
+        f"training: {{stages: {json.dumps(list(DEMO_STAGES))}}}\n"
         f"beam_pipeline_args: [--direct_running_mode=in_memory]\n"
         f"gate: {{min_accuracy: 0.6, min_macro_recall: 0.5}}\n"
         f"kubeflow: {{image: thaw:test}}\n")

@@ -26,15 +26,42 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def test_defaults_are_valid_and_point_at_the_demo(workdir):
+def test_defaults_are_valid_and_train_the_imagenet_backbone_at_its_own_size(workdir, monkeypatch):
+    from demo import pretrained
+
+    monkeypatch.delenv(pretrained.BACKBONE_DIR_ENV, raising=False)
     config = config_lib.load()
     assert config.data.root.endswith("build/demo/data")
-    assert config.backbone.path.endswith("build/demo/backbone.keras")
+    # No backbone named: EfficientNet-Lite0 with ImageNet weights, where `thaw backbone` converts it, at 224x224.
+    assert config.backbone.path == str(pretrained.cached_dir() / "backbone.keras")
+    assert "/backbones/efficientnet_lite0-" in config.backbone.path
+    assert config.backbone.image_size == 224 and config.backbone.is_default()
     assert [(s.name, s.trainable) for s in config.training.stages] == [("head", "none"), ("fine_tune", "auto")]
     assert config.training.stages[1].learning_rate < config.training.stages[0].learning_rate
     assert config.output_dir == str(workdir / "thaw-output")
     assert config.metadata_path == str(workdir / "thaw-output" / "metadata.sqlite")
     assert config.serving_path == str(workdir / "thaw-output" / "serving")
+
+
+def test_a_prepared_backbone_folder_is_the_default_where_it_is_set(workdir, monkeypatch):
+    monkeypatch.setenv("THAW_BACKBONE_DIR", "/opt/thaw/backbones/efficientnet_lite0")
+    config = config_lib.load()
+    assert config.backbone.path == "/opt/thaw/backbones/efficientnet_lite0/backbone.keras"
+    assert config.backbone.is_default()
+    named = config_lib.load(None, {"backbone.path": "mine.keras"})
+    assert named.backbone.path == str(workdir / "mine.keras") and not named.backbone.is_default()
+
+
+def test_the_digits_demo_carries_its_own_backbone_and_schedule(tiny_demo, workdir):
+    from demo.digits import DEMO_STAGES, demo_stages
+
+    config = config_lib.load(tiny_demo["config"])
+    assert config.backbone.path == tiny_demo["backbone"] and config.backbone.image_size == 32
+    assert config.data.root == tiny_demo["data"]
+    # Written in its own file, not left to the defaults (which it must not follow when they change).
+    assert yaml.safe_load(Path(tiny_demo["config"]).read_text())["training"]["stages"] == list(DEMO_STAGES)
+    assert config.training.stages == demo_stages()
+    assert config.output_dir == str(workdir / "thaw-output")  # as `thaw run` with no arguments writes
 
 
 def test_relative_paths_resolve_against_the_yaml_file(workdir):
@@ -230,8 +257,8 @@ def test_beam_steps_name_a_runner_unless_one_is_given(workdir):
     # an unknown key, with the nearest known one
     ("training: {stages: [{name: head, epoch: 3}]}",
      "training.stages[0].epoch: unknown field (did you mean epochs?); known fields are auto_max_blocks, decay, "
-     "epochs, layer_lr_decay, learning_rate, monitor, name, optimizer, patience, restore_best, trainable, "
-     "warmup_epochs, weight_decay"),
+     "epochs, layer_lr_decay, learning_rate, monitor, name, optimizer, patience, restore_best, stem_lr_factor, "
+     "trainable, warmup_epochs, weight_decay"),
     # a wrong type: nothing is guessed, not even a number in quotes
     ("backbone: {image_size: big}", "backbone.image_size: expected an integer, got 'big'"),
     ("training: {stages: [{name: head, epochs: '3'}]}", "training.stages[0].epochs: expected an integer, got '3'"),
@@ -295,7 +322,7 @@ def test_the_trainer_refuses_an_unknown_key_in_its_custom_config_by_name():
     assert err.value.problems == [
         "training.stages[0].learnig_rate: unknown field (did you mean learning_rate?); known fields are "
         "auto_max_blocks, decay, epochs, layer_lr_decay, learning_rate, monitor, name, optimizer, patience, "
-        "restore_best, trainable, warmup_epochs, weight_decay"]
+        "restore_best, stem_lr_factor, trainable, warmup_epochs, weight_decay"]
     assert str(err.value).startswith("the Trainer's custom_config (the pipeline's `training` runtime parameter)")
 
 

@@ -220,3 +220,20 @@ def test_the_report_reads_blessed_and_pushed_as_kubeflow_passes_them():
         assert custom_property(artifact, "blessed") == 1
         assert custom_property(artifact, "pushed_destination") == "/models/thaw/7"
         assert custom_property(artifact, "pushed") is None
+
+
+def test_with_no_backbone_named_the_pods_train_on_the_one_the_image_carries(tmp_path, monkeypatch, capsys):
+    from demo.pretrained import IMAGE_BACKBONE_DIR
+
+    monkeypatch.delenv("THAW_BACKBONE_DIR", raising=False)
+    (tmp_path / "default.yaml").write_text(CLUSTER.replace("backbone: {path: gs://bucket/backbone.keras}\n", ""))
+    assert cli.main(["compile", "--config", str(tmp_path / "default.yaml"), "--output", str(tmp_path / "p.yaml")]) == 0
+    assert f"backbone {IMAGE_BACKBONE_DIR}/backbone.keras at 224x224" in capsys.readouterr().out
+    text = (tmp_path / "p.yaml").read_text()
+    assert f"{IMAGE_BACKBONE_DIR}/backbone.keras" in text
+    assert "/backbones/efficientnet_lite0-" not in text  # never this machine's cache
+
+
+def test_a_named_backbone_is_compiled_as_named(compiled):
+    text = compiled.read_text()
+    assert "gs://bucket/backbone.keras" in text and "/opt/thaw/backbones" not in text

@@ -41,3 +41,25 @@ def test_per_block_learning_rate_decay_moves_earlier_blocks_less(optimizer):
     assert ratio["block3_conv"] == pytest.approx(0.5, rel=0.02)
     assert ratio["block2_conv"] == pytest.approx(0.25, rel=0.02)
     assert ratio["block1_conv"] == pytest.approx(0.125, rel=0.02)
+
+
+def test_a_stem_factor_spreads_the_rates_from_the_stem_to_the_head_whatever_the_block_count():
+    moves = {}
+    for factor in (1.0, 0.125):
+        tf_keras.utils.set_random_seed(0)
+        model, backbone = classifier()
+        before = {n: backbone.get_layer(n).kernel.numpy().copy() for n in ("block1_conv", "block2_conv", "block3_conv")}
+        stage = StageConfig(name="all", epochs=1, trainable="all", learning_rate=1e-2, decay="constant",
+                            stem_lr_factor=factor)
+        run_schedule(model, backbone, [stage], toy_data().take(1), toy_data().take(1), steps_per_epoch=1)
+        moves[factor] = {n: np.abs(backbone.get_layer(n).kernel.numpy() - w).mean() for n, w in before.items()}
+    ratio = {n: moves[0.125][n] / moves[1.0][n] for n in moves[1.0]}
+    # Three blocks: the lowest at 1/8 of the head's rate, and the rates between evenly spread on a log scale.
+    assert ratio["block1_conv"] == pytest.approx(0.125, rel=0.02)
+    assert ratio["block2_conv"] == pytest.approx(0.25, rel=0.02)
+    assert ratio["block3_conv"] == pytest.approx(0.5, rel=0.02)
+
+
+def test_one_spread_of_rates_at_a_time():
+    with pytest.raises(ValueError, match="set stem_lr_factor or layer_lr_decay, not both"):
+        StageConfig(name="all", trainable="all", layer_lr_decay=0.7, stem_lr_factor=0.01)
