@@ -65,6 +65,9 @@ def test_cel_not_python_reads_the_condition():
         {"uri": "gs://b/v", "metadata": {"passed": 1.0, "name": "x"}}]}}}}, pipeline_spec_pb2.ExecutorInput())
     at = "inputs.artifacts['v'].artifacts[0].metadata"
     assert evaluate(f"{at}['passed'] == 1", metadata) is True
+    # A key that is not there is an error, not False (the bridge before CEL read it as False).
+    with pytest.raises(ConditionError, match="Key not found"):
+        evaluate(f"{at}['nope'] == 1", metadata)
     # Python would read these; CEL rejects them.
     with pytest.raises(ConditionError):
         evaluate(f"{at}['passed'] == 1 and True", metadata)
