@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,8 +30,19 @@ from components.spec import ConfigError, Hint, Spec, Text, parse, refuse
 from components.train.options import BackboneConfig, HeadConfig, TrainingConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_DIR = REPO_ROOT / "build" / "demo"
-REAL_DEMO_DIR = REPO_ROOT / "build" / "demo-real"   # thaw demo --real
+
+
+def _build_dir() -> Path:
+    """build/ in the checkout; in an installed tree no one may write (the image, run by an arbitrary user
+    or on a read-only root), the temp dir's thaw-build/ instead."""
+    build = REPO_ROOT / "build"
+    if os.access(build if build.exists() else REPO_ROOT, os.W_OK):
+        return build
+    return Path(tempfile.gettempdir()) / "thaw-build"
+
+
+DEMO_DIR = _build_dir() / "demo"
+REAL_DEMO_DIR = _build_dir() / "demo-real"   # thaw demo --real
 # Beam runs on one machine: the FnApiRunner, named outright (see beam_pipeline_args).
 BEAM_RUNNER = "--runner=FnApiRunner"
 
