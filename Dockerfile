@@ -79,8 +79,12 @@ RUN echo /opt/thaw/src > "$(/opt/thaw/venv/bin/python -c 'import sysconfig; prin
  && /opt/thaw/venv/bin/python -m compileall -q /opt/thaw/src >/dev/null \
  && useradd --uid 1000 --create-home --shell /usr/sbin/nologin thaw
 USER 1000
-WORKDIR /home/thaw
-ENV PATH=/opt/thaw/venv/bin:$PATH \
+# A pod may run as any UID, whose home (podman gives /home/thaw, 0700, uid 1000)
+# it cannot enter, on a read-only root: home and working directory are /tmp,
+# the one place such a pod may write besides its volumes.
+WORKDIR /tmp
+ENV HOME=/tmp \
+    PATH=/opt/thaw/venv/bin:$PATH \
     TF_USE_LEGACY_KERAS=1 \
     THAW_SERVING_RUNTIMES=/opt/thaw/serving-runtime \
     THAW_BACKBONE_DIR=/opt/thaw/backbones/efficientnet_lite0 \
