@@ -9,8 +9,8 @@ skipped (`make test` runs without a container engine).
    refused against run 1's model; stopped by the data gate), the same tests,
    with kfp.local's DockerRunner: each task's command runs in the image, with
    the pipeline root mounted at its own path as kfp.local mounts it and the
-   test's folder (the demo's images and backbone, the serving directory)
-   mounted the same way; no network, a read-only root and a /tmp of its own.
+   test's folder (the demo's images and backbone, the serving directory) and
+   the checkout's schemas/ (the configuration's data.schema) mounted the same way; no network, a read-only root and a /tmp of its own.
    Each task's wall time, and the start-up of one (a container, a fresh
    Python importing TF and TFX), are printed and written to
    $THAW_TIMINGS_JSON when set.
@@ -30,6 +30,7 @@ from tests.e2e.test_kubeflow_run import (  # noqa: F401  (the same runs and test
     WALL, compiled, first_run, shuffled_run, stopped_run,
     test_a_run_the_data_gate_stops_ends_with_the_stopped_run_report, test_the_first_run_blesses_pushes_and_reports,
     test_the_second_run_on_shuffled_labels_is_refused_against_the_first_model)
+from tests.conftest import REPO
 from tests.support import kfp_local
 
 IMAGE = os.environ.get("THAW_TEST_IMAGE")
@@ -53,8 +54,11 @@ def kfp_runner(tmp_path_factory):
     import docker
 
     base = str(tmp_path_factory.getbasetemp())
+    # The data contract the configuration names (data.schema defaults to the checkout's schemas/).
+    schemas = str(REPO / "schemas")
     return kfp_local.docker_runner(
-        mounts=[docker.types.Mount(target=base, source=base, type="bind")],
+        mounts=[docker.types.Mount(target=base, source=base, type="bind"),
+                docker.types.Mount(target=schemas, source=schemas, type="bind", read_only=True)],
         user=f"{os.getuid()}:{os.getgid()}", **POD_LIKE)
 
 
