@@ -8,6 +8,49 @@ from tfx.types.artifact import Artifact
 from tfx.types.value_artifact import ValueArtifact
 
 
+# Where the KFP launcher keeps its local copy of an artifact on an object store
+# that TensorFlow's file system cannot open (kubeflow/pipelines
+# backend/src/v2/component/launcher_v2.go, LocalPathForURI): it downloads each
+# input there before the task's command runs and uploads each output from there
+# after it ends. gs:// is not here: TensorFlow reads and writes it directly.
+LAUNCHER_PATHS = (("minio://", "/minio/"), ("s3://", "/s3/"))
+# Where a pod sees the object store's buckets as files (a volume: a CSI S3
+# driver, or the bucket's files on a PVC), for what it reads without the
+# launcher copying it: LatestBlessedModel's search of the pipeline root, the
+# baseline model. minio://B/K is read at $THAW_STORE_MOUNT/B/K. Never the
+# launcher's own /minio: it writes its copies there.
+STORE_MOUNT_ENV = "THAW_STORE_MOUNT"
+# A durable folder for the Trainer's checkpoints when its output is a launcher
+# copy, which dies with the pod: a volume mounted into the Trainer's pod.
+CHECKPOINT_ROOT_ENV = "THAW_CHECKPOINT_ROOT"
+
+
+def launcher_path(uri: str) -> str:
+    """Where the KFP launcher keeps ``uri``'s local copy, or ``uri`` itself when TensorFlow opens it directly."""
+    for scheme, local in LAUNCHER_PATHS:
+        if uri.startswith(scheme):
+            return local + uri[len(scheme):]
+    return uri
+
+
+def stored_uri(path: str) -> str:
+    """The object-store URI a launcher's local copy stands for, or ``path`` itself when it is no such copy."""
+    for scheme, local in LAUNCHER_PATHS:
+        if path.startswith(local):
+            return scheme + path[len(local):]
+    return path
+
+
+def store_mount(uri: str) -> str | None:
+    """Where this pod reads ``uri`` when no launcher copied it: ``uri`` itself when TensorFlow opens it,
+    the mounted file for a MinIO or S3 URI, or None when no store is mounted."""
+    for scheme, _ in LAUNCHER_PATHS:
+        if uri.startswith(scheme):
+            mount = os.environ.get(STORE_MOUNT_ENV)
+            return os.path.join(mount, uri[len(scheme):]) if mount else None
+    return uri
+
+
 def read_json(folder: str, *names: str):
     """A JSON file a component wrote into an artifact, or None when it wrote none."""
     path = os.path.join(folder, *names)

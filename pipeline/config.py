@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,12 +30,23 @@ from components.spec import ConfigError, Hint, Spec, Text, parse, refuse
 from components.train.options import BackboneConfig, HeadConfig, TrainingConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_DIR = REPO_ROOT / "build" / "demo"
-REAL_DEMO_DIR = REPO_ROOT / "build" / "demo-real"   # thaw demo --real
+
+
+def _build_dir() -> Path:
+    """build/ in the checkout; in an installed tree no one may write (the image, run by an arbitrary user
+    or on a read-only root), the temp dir's thaw-build/ instead."""
+    build = REPO_ROOT / "build"
+    if os.access(build if build.exists() else REPO_ROOT, os.W_OK):
+        return build
+    return Path(tempfile.gettempdir()) / "thaw-build"
+
+
+DEMO_DIR = _build_dir() / "demo"
+REAL_DEMO_DIR = _build_dir() / "demo-real"   # thaw demo --real
 # train: what the model learns from; validation: what the schedule decides on;
 # test: held out, read only by the Evaluator's gate and the report. 70/15/15:
-# with the data gate's 20 images per class at the least, a class expects 3
-# validation and 3 test images (see data_limits.py for why 20).
+# with the data gate's 40 images per class at the least, a class expects 6
+# validation and 6 test images (see data_limits.py for why 40).
 SPLITS = ("train", "validation", "test")
 DEFAULT_SPLITS = {"train": 0.7, "validation": 0.15, "test": 0.15}
 # Beam runs on one machine: the FnApiRunner, named outright (see beam_pipeline_args).

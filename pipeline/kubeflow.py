@@ -13,6 +13,7 @@ gives TFX's entrypoint the input types the KFP backend does not pass.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 
 import yaml
@@ -94,6 +95,41 @@ def for_the_image(config: ThawConfig) -> ThawConfig:
     return config.model_copy(update={"backbone": backbone})
 
 
+_CONDITION_INPUT = re.compile(r"inputs\.artifacts\['([^']+)'\]")
+
+
+def conditions_on_own_inputs(spec: dict) -> None:
+    """Makes each trigger condition name the artifact under the input name its task has.
+
+    TFX's compiler writes a condition on an upstream artifact as
+    ``inputs.artifacts['_<Producer>.<key>']`` and adds that input to the task,
+    except when the task already takes the same artifact under its own name
+    (StoppedRunReport takes DataGate's verdict as ``verdict``): then the
+    condition names an input the task does not have, which the backend's CEL
+    (expression.go, Condition) fails on ("no such key"), so the task errs
+    instead of running or being skipped.
+    """
+    for name, task in spec["root"]["dag"]["tasks"].items():
+        condition = task.get("triggerPolicy", {}).get("condition")
+        if not condition:
+            continue
+        inputs = task.get("inputs", {}).get("artifacts", {})
+
+        def own_name(match):
+            wanted = match.group(1)
+            if wanted in inputs:
+                return match.group(0)
+            producer, _, key = wanted.lstrip("_").rpartition(".")
+            same = [n for n, source in inputs.items()
+                    if source.get("taskOutputArtifact") == {"producerTask": producer, "outputArtifactKey": key}]
+            if not same:
+                raise ValueError(f"task {name}'s condition {condition!r} reads {wanted}, which is not among its "
+                                 f"inputs ({', '.join(sorted(inputs))})")
+            return f"inputs.artifacts['{same[0]}']"
+
+        task["triggerPolicy"]["condition"] = _CONDITION_INPUT.sub(own_name, condition)
+
+
 def compile_pipeline(config: ThawConfig, output: str) -> str:
     """Writes the KFP v2 pipeline spec for ``config`` to ``output``; returns its path.
 
@@ -119,6 +155,7 @@ def compile_pipeline(config: ThawConfig, output: str) -> str:
     # the run's pipeline root from it); ServedModel looks for earlier
     # runs' pushes under the configured root, so the runs must write there.
     spec["defaultPipelineRoot"] = config.pipeline_root
+    conditions_on_own_inputs(spec)
     for executor in spec["deploymentSpec"]["executors"].values():
         if executor.get("container", {}).get("command") == kfp_entrypoint.TFX_COMMAND:
             executor["container"]["command"] = kfp_entrypoint.COMMAND

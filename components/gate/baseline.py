@@ -36,6 +36,16 @@ runner writes alike:
   why it is the baseline), or says there is none (nothing served yet);
 - its readers (the Evaluator, DataGate) turn it back into the model's URI with
   ``baseline_uri``.
+
+LocalDagRunner and Kubeflow run the same step, so both find the same baseline.
+
+On an object store TensorFlow cannot open (a stock Kubeflow install's
+``minio://``), records hold the object-store URI, never a pod's local copy.
+The KFP launcher copies only a task's input artifacts, so the root and the
+baseline model are read where the store is mounted in the pod
+($THAW_STORE_MOUNT, components.artifacts.store_mount); without it the search
+fails with what to do, rather than finding no baseline and letting any
+candidate through.
 """
 
 import hashlib
@@ -48,7 +58,7 @@ from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
-from components.artifacts import read_json, write_json
+from components.artifacts import STORE_MOUNT_ENV, read_json, store_mount, stored_uri, write_json
 from components.serve.serving_dir import SAVED_MODEL, versions
 
 RECORD_FILE = "baseline.json"
@@ -58,24 +68,53 @@ ROLLED_BACK_FILE = "rolled_back.json"
 
 def record_blessing(blessing_uri: str, model_uri: str) -> str:
     """Marks a blessing as the record of a blessed model; returns the record's path."""
-    return write_json({"model": model_uri, "blessed_at": time.time()}, blessing_uri, RECORD_FILE)
+    return write_json({"model": stored_uri(model_uri), "blessed_at": time.time()}, blessing_uri, RECORD_FILE)
+
+
+class UnreadableRoot(RuntimeError):
+    """The pipeline root is on an object store this pod can read only through a mount that is not there."""
 
 
 def record_push(pushed_uri: str, model_uri: str, destination: str) -> str:
     """Records, in the PushedModel artifact, which model became which version folder."""
-    return write_json({"model": model_uri, "destination": destination, "pushed_at": time.time()},
+    return write_json({"model": stored_uri(model_uri), "destination": destination, "pushed_at": time.time()},
                       pushed_uri, PUSH_RECORD_FILE)
 
 
+def _readable_root(pipeline_root: str) -> str:
+    """Where this pod reads ``pipeline_root``: itself, or its mount for an object store TensorFlow cannot open."""
+    root = store_mount(pipeline_root)
+    if root is None:
+        raise UnreadableRoot(
+            f"cannot search the pipeline root {pipeline_root} for blessed and pushed models: TensorFlow cannot open "
+            f"{pipeline_root.split('://')[0]}:// and the KFP launcher copies only a task's input artifacts; "
+            f"mount the store's buckets in this pod (read-only is enough) and set {STORE_MOUNT_ENV} to the "
+            "folder that holds them, or use a gs:// pipeline root")
+    return root
+
+
+def _as_stored(pipeline_root: str, folder: str) -> str:
+    """A folder found under the readable root, named as under ``pipeline_root`` (the stored URI)."""
+    root = _readable_root(pipeline_root)
+    return folder if root == pipeline_root else f"{pipeline_root.rstrip('/')}/{os.path.relpath(folder, root)}"
+
+
 def _records(pipeline_root: str, name: str, also: Optional[str] = None) -> list[tuple[str, list[str]]]:
-    if not tf.io.gfile.isdir(pipeline_root):
+    """Folders under the pipeline root (as this pod reads it) that hold the record ``name``."""
+    root = _readable_root(pipeline_root)
+    if not tf.io.gfile.isdir(root):
         return []
-    return [(folder, files) for folder, _, files in tf.io.gfile.walk(pipeline_root)
+    return [(folder, files) for folder, _, files in tf.io.gfile.walk(root)
             if name in files and (also is None or also in files)]
 
 
+def _local(uri: str) -> str:
+    """Where this pod reads a recorded model URI (its store mount for minio:// or s3://)."""
+    return store_mount(uri) or uri
+
+
 def _model_exists(model_uri: str) -> bool:
-    return tf.io.gfile.exists(os.path.join(path_utils.serving_model_path(model_uri), SAVED_MODEL))
+    return tf.io.gfile.exists(os.path.join(path_utils.serving_model_path(_local(model_uri)), SAVED_MODEL))
 
 
 def blessed_models(pipeline_root: str) -> list[dict]:
@@ -84,7 +123,7 @@ def blessed_models(pipeline_root: str) -> list[dict]:
     for folder, _ in _records(pipeline_root, RECORD_FILE, "BLESSED"):
         record = read_json(folder, RECORD_FILE)
         if _model_exists(record["model"]):
-            found.append({**record, "blessing": folder})
+            found.append({**record, "blessing": _as_stored(pipeline_root, folder)})
     return sorted(found, key=lambda r: r["blessed_at"])
 
 
@@ -142,7 +181,7 @@ def find_served(pipeline_root: str, serving_dir: str) -> Optional[dict]:
                 return {"model": record["model"], "why": f"{why}, pushed from this model"}
         digest = _digest(live)
         for record in reversed(blessed_models(pipeline_root)):
-            if digest and _digest(path_utils.serving_model_path(record["model"])) == digest:
+            if digest and _digest(path_utils.serving_model_path(_local(record["model"]))) == digest:
                 return {"model": record["model"], "why": f"{why}, the same SavedModel as this blessed model"}
         return {"copy_from": live, "why": f"{why}, pushed from no model under {pipeline_root}: graded as served"}
     if pushes:
@@ -174,7 +213,13 @@ def baseline_uri(baseline: Optional[standard_artifacts.Model]) -> Optional[str]:
     if baseline is None:
         return None
     record = read_json(baseline.uri, RECORD_FILE)
-    return record["model"] if record else None
+    if not record:
+        return None
+    model = store_mount(record["model"])
+    if model is None:
+        raise UnreadableRoot(f"cannot read the baseline model {record['model']}: mount the store's buckets in this "
+                             f"pod (read-only is enough) and set {STORE_MOUNT_ENV} to the folder that holds them")
+    return model
 
 
 @tfx.dsl.components.component
@@ -188,7 +233,7 @@ def ServedModel(
     tf.io.gfile.makedirs(baseline.uri)
     if served and "copy_from" in served:
         _copy_saved_model(served.pop("copy_from"), path_utils.serving_model_dir(baseline.uri))
-        served["model"] = baseline.uri
+        served["model"] = stored_uri(baseline.uri)
     if served:
         write_json(served, baseline.uri, RECORD_FILE)
         baseline.set_string_custom_property("baseline_model", served["model"])

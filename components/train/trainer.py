@@ -13,6 +13,7 @@ global batch ``batch_size`` times the number of GPUs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -24,7 +25,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from components.artifacts import BACKBONE_FILE, STAGE_RESULTS_FILE, write_json
+from components.artifacts import BACKBONE_FILE, CHECKPOINT_ROOT_ENV, STAGE_RESULTS_FILE, stored_uri, write_json
 from components.model_contract import LABEL_COUNTS_FILE
 from components.spec import parse
 from components.train.backbone import Backbone, load_backbone
@@ -42,6 +43,30 @@ WARMUP_IMAGES = 8
 # Under the Trainer's working directory (its ModelRun artifact): a retried
 # Trainer (a preempted node) finds them there and resumes.
 CHECKPOINT_DIR = "checkpoints"
+
+
+def checkpoint_dir(model_run_dir: str) -> str:
+    """Where the Trainer's checkpoints go: somewhere a retried task finds them.
+
+    The model_run artifact's own folder, when it is the stored artifact (a local
+    path, or gs://, which TensorFlow writes directly): a retry of the task gets
+    the same URI. When it is the KFP launcher's local copy of a MinIO or S3 URI,
+    that copy dies with the pod and is uploaded only when the task succeeds, so
+    a retry would start over: the checkpoints go to $THAW_CHECKPOINT_ROOT (a
+    volume mounted into the Trainer's pod), in a folder named after the stored
+    URI, which a retry of the same task shares. Without it the task still
+    runs, and a retry starts at the first epoch.
+    """
+    stored = stored_uri(model_run_dir)
+    if stored == model_run_dir:
+        return os.path.join(model_run_dir, CHECKPOINT_DIR)
+    root = os.environ.get(CHECKPOINT_ROOT_ENV)
+    if root:
+        return os.path.join(root, hashlib.sha256(stored.encode()).hexdigest()[:16], CHECKPOINT_DIR)
+    log.warning("the model_run artifact %s is the launcher's copy of %s, which a retried task does not get back: "
+                "set %s to a volume mounted into the Trainer's pod so a retry resumes from its last epoch",
+                model_run_dir, stored, CHECKPOINT_ROOT_ENV)
+    return os.path.join(model_run_dir, CHECKPOINT_DIR)
 
 
 def _seed_everything(seed: int) -> None:
@@ -141,7 +166,7 @@ def run_fn(fn_args) -> None:
     results = run_schedule(
         model, backbone.model, training.stages, train_ds, eval_ds,
         steps_per_epoch=steps_per_epoch, log_dir=fn_args.model_run_dir, strategy=strategy,
-        checkpoint_dir=os.path.join(fn_args.model_run_dir, CHECKPOINT_DIR),
+        checkpoint_dir=checkpoint_dir(fn_args.model_run_dir),
         # A checkpoint is resumed only by the same configuration, data (as its
         # class counts), steps, global batch and precision.
         fingerprint_extra=json.dumps([config.model_dump(mode="json"), class_names, train_counts, steps_per_epoch,

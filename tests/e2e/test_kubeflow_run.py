@@ -9,6 +9,8 @@
    the run, which ends with the stopped-run report and no Trainer.
 
 The bridges over what kfp.local lacks are in tests/support/kfp_local.py.
+Each task runs as a subprocess in this environment here; the same runs with
+every task in a container of the built image are tests/e2e/test_container_run.py.
 """
 
 import json
@@ -30,7 +32,19 @@ WALL = {}  # run -> seconds, printed at the end of the module
 
 
 @pytest.fixture(scope="module")
-def compiled(tiny_demo, tmp_path_factory):
+def kfp_runner():
+    """The kfp.local runner: None, a SubprocessRunner in this environment."""
+    return None
+
+
+@pytest.fixture(scope="module")
+def kfp_image():
+    """The image the compiled spec names (the SubprocessRunner runs none)."""
+    return "thaw:test"
+
+
+@pytest.fixture(scope="module")
+def compiled(tiny_demo, tmp_path_factory, kfp_image):
     folder = tmp_path_factory.mktemp("kfp-run")
     (folder / "thaw.yaml").write_text(
         f"output_dir: {folder / 'out'}\n"
@@ -39,7 +53,7 @@ def compiled(tiny_demo, tmp_path_factory):
         f"training: {{stages: {json.dumps(list(DEMO_STAGES))}}}\n"
         f"beam_pipeline_args: [--direct_running_mode=in_memory]\n"
         f"gate: {{min_accuracy: 0.6, min_macro_recall: 0.5}}\n"
-        f"kubeflow: {{image: thaw:test}}\n")
+        f"kubeflow: {{image: {kfp_image}}}\n")
     assert cli.main(["compile", "--config", str(folder / "thaw.yaml"), "--output", str(folder / "pipeline.yaml")]) == 0
     return folder
 
@@ -58,13 +72,13 @@ def tasks(run: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def first_run(compiled):
-    run, WALL["run 1 (demo)"] = kfp_local.run(compiled / "pipeline.yaml", pipeline_root(compiled))
+def first_run(compiled, kfp_runner):
+    run, WALL["run 1 (demo)"] = kfp_local.run(compiled / "pipeline.yaml", pipeline_root(compiled), kfp_runner)
     return run
 
 
 @pytest.fixture(scope="module")
-def shuffled_run(compiled, first_run, tiny_demo, tmp_path_factory):
+def shuffled_run(compiled, first_run, tiny_demo, tmp_path_factory, kfp_runner):
     """The demo's images, each moved to a class chosen at random (the class sizes kept)."""
     data = tmp_path_factory.mktemp("shuffled") / "images"
     images = sorted(Path(tiny_demo["data"]).glob("*/*.png"))
@@ -75,16 +89,16 @@ def shuffled_run(compiled, first_run, tiny_demo, tmp_path_factory):
         shutil.copy(image, data / label / image.name)
     before = serving(compiled)
     run, WALL["run 2 (shuffled labels)"] = kfp_local.run(compiled / "pipeline.yaml", pipeline_root(compiled),
-                                                         data_root=str(data))
+                                                         kfp_runner, data_root=str(data))
     return run, data, before
 
 
 @pytest.fixture(scope="module")
-def stopped_run(compiled, shuffled_run):
+def stopped_run(compiled, shuffled_run, kfp_runner):
     limits = json.loads(parameter_defaults(compiled)["data_limits"])
     limits["min_images_per_class"] = 1000
     run, WALL["run 3 (stopped by the data gate)"] = kfp_local.run(
-        compiled / "pipeline.yaml", pipeline_root(compiled), data_limits=json.dumps(limits))
+        compiled / "pipeline.yaml", pipeline_root(compiled), kfp_runner, data_limits=json.dumps(limits))
     return run
 
 

@@ -15,7 +15,10 @@ def dockerfile_instructions():
 
 def test_the_image_uses_the_shared_install_scripts_on_the_same_debian():
     instructions = dockerfile_instructions()
-    assert instructions[0] == "FROM debian:trixie-slim"
+    # Every stage starts from that base, or from the stage that installed on it.
+    assert all(i.startswith(("FROM debian:trixie-slim AS build", "FROM build")) for i in instructions
+               if i.startswith("FROM ")), [i for i in instructions if i.startswith("FROM ")]
+    assert instructions[0].startswith("FROM debian:trixie-slim")
     launcher = (REPO / "bin" / "thaw-env").read_text()
     assert "debootstrap --variant=minbase trixie" in launcher
     run = " ".join(i for i in instructions if i.startswith("RUN "))

@@ -1,0 +1,75 @@
+"""The compiled spec's trigger conditions, evaluated with CEL as the KFP backend evaluates them.
+
+The backend (backend/src/v2/expression/expression.go, Condition) compiles each
+task's ``triggerPolicy.condition`` in a CEL environment whose variables are the
+ExecutorInput's fields and evaluates it over the task's executor input: a
+missing key is an error, a result that is not a bool is an error.
+tests/support/kfp_local.py evaluates them that way with Google's C++ CEL
+runtime; here each condition meets the verdicts DataGate can hand over.
+"""
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from pipeline import cli
+from tests.support.kfp_local import ConditionError, conditional_tasks, evaluate
+
+TRAINING = {"Transform", "Trainer", "Evaluator", "ServingValidator", "AtomicPusher", "RunReport"}
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("kfp-conditions")
+    (folder / "thaw.yaml").write_text(
+        "output_dir: gs://bucket/thaw\ndata: {root: gs://bucket/images}\n"
+        "backbone: {path: gs://bucket/backbone.keras}\nkubeflow: {image: thaw:test}\n")
+    assert cli.main(["compile", "--config", str(folder / "thaw.yaml"), "--output", str(folder / "p.yaml")]) == 0
+    return next(yaml.safe_load_all((folder / "p.yaml").read_text()))
+
+
+def executor_input(task: dict, metadata: dict) -> pipeline_spec_pb2.ExecutorInput:
+    """The task's executor input with every upstream artifact carrying ``metadata`` (KFP metadata: numbers are doubles)."""
+    names = task["inputs"]["artifacts"]
+    return json_format.ParseDict({"inputs": {"artifacts": {
+        name: {"artifacts": [{"uri": f"gs://bucket/run/{name}", "metadata": metadata}]} for name in names}}},
+        pipeline_spec_pb2.ExecutorInput())
+
+
+def tasks_run(spec, metadata: dict) -> set[str]:
+    """The conditional tasks that run when every upstream artifact carries ``metadata``, each over its own inputs."""
+    return {name for name, task in spec["root"]["dag"]["tasks"].items()
+            if task.get("triggerPolicy", {}).get("condition")
+            and evaluate(task["triggerPolicy"]["condition"], executor_input(task, metadata))}
+
+
+def test_a_passed_verdict_runs_training_and_only_it(spec):
+    assert tasks_run(spec, {"passed": 1.0}) == TRAINING
+
+
+def test_a_failed_verdict_runs_only_the_stopped_run_report(spec):
+    # TFX wrote its condition on an input it does not have ('_DataGate.verdict'; it takes the
+    # verdict as 'verdict'): CEL failed it with "no such key" until thaw compile renamed it.
+    assert tasks_run(spec, {"passed": 0.0}) == {"StoppedRunReport"}
+
+
+def test_a_verdict_without_the_key_is_an_error_as_on_the_backend_not_false(spec):
+    condition, (task, *_) = next(iter(conditional_tasks(spec).items()))
+    with pytest.raises(ConditionError, match="passed"):
+        evaluate(condition, executor_input(task, {"found": 1.0}))
+
+
+def test_cel_not_python_reads_the_condition():
+    metadata = json_format.ParseDict({"inputs": {"artifacts": {"v": {"artifacts": [
+        {"uri": "gs://b/v", "metadata": {"passed": 1.0, "name": "x"}}]}}}}, pipeline_spec_pb2.ExecutorInput())
+    at = "inputs.artifacts['v'].artifacts[0].metadata"
+    assert evaluate(f"{at}['passed'] == 1", metadata) is True
+    # A key that is not there is an error, not False (the bridge before CEL read it as False).
+    with pytest.raises(ConditionError, match="Key not found"):
+        evaluate(f"{at}['nope'] == 1", metadata)
+    # Python would read these; CEL rejects them.
+    with pytest.raises(ConditionError):
+        evaluate(f"{at}['passed'] == 1 and True", metadata)
+    with pytest.raises(ConditionError, match="not a bool"):
+        evaluate(f"{at}['name']", metadata)
