@@ -16,7 +16,7 @@ from tfx.types.value_artifact import ValueArtifact
 LAUNCHER_PATHS = (("minio://", "/minio/"), ("s3://", "/s3/"))
 # Where a pod sees the object store's buckets as files (a volume: a CSI S3
 # driver, or the bucket's files on a PVC), for what it reads without the
-# launcher copying it: LatestBlessedModel's search of the pipeline root, the
+# launcher copying it: ServedModel's search of the pipeline root, the
 # baseline model. minio://B/K is read at $THAW_STORE_MOUNT/B/K. Never the
 # launcher's own /minio: it writes its copies there.
 STORE_MOUNT_ENV = "THAW_STORE_MOUNT"

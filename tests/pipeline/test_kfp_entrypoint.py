@@ -9,7 +9,7 @@ reads the executor output file (whose URIs replace its own:
 test makes the folders the launcher would, places earlier runs' artifacts
 where the pod sees the store mounted ($THAW_STORE_MOUNT: the launcher copies
 no pipeline root), runs the real entrypoint on the compiled
-LatestBlessedModel task, and reads back what the launcher would upload and
+ServedModel task, and reads back what the launcher would upload and
 record.
 """
 
@@ -81,9 +81,9 @@ def test_the_executor_input_is_read_at_the_local_copies_and_the_output_names_the
                                                                          "l": ["s3://b/y"]}}
 
 
-def run_latest_blessed_model(spec, executor_input: dict, env: dict) -> subprocess.CompletedProcess:
-    """The compiled LatestBlessedModel task's own command and arguments, ``{{$}}`` filled in as the launcher does."""
-    container = spec["deploymentSpec"]["executors"]["LatestBlessedModel_executor"]["container"]
+def run_served_model(spec, executor_input: dict, env: dict) -> subprocess.CompletedProcess:
+    """The compiled ServedModel task's own command and arguments, ``{{$}}`` filled in as the launcher does."""
+    container = spec["deploymentSpec"]["executors"]["ServedModel_executor"]["container"]
     args = [a.replace("{{$}}", json.dumps(executor_input)) for a in container["args"]]
     return subprocess.run([sys.executable, *container["command"][1:], *args], cwd=REPO, capture_output=True,
                           text=True, timeout=600, env=env)
@@ -96,10 +96,11 @@ def pod_env(**extra) -> dict:
 
 def executor_input_for(bucket: str, tmp_path: Path) -> dict:
     root = f"minio://{bucket}/v2/artifacts"
-    return {"inputs": {"parameterValues": {"pipeline_root": root}},
+    # The serving directory is not readable from this pod, so the baseline is the newest push not rolled back.
+    return {"inputs": {"parameterValues": {"pipeline_root": root, "serving_dir": str(tmp_path / "no-serving-dir")}},
             "outputs": {"artifacts": {"baseline": {"artifacts": [{
                 "name": "baseline", "type": {"schemaTitle": "tfx.Model"},
-                "uri": f"{root}/run-2/LatestBlessedModel/baseline"}]}},
+                "uri": f"{root}/run-2/ServedModel/baseline"}]}},
                 "outputFile": str(tmp_path / "kfp_outputs" / "output_metadata.json")}}
 
 
@@ -117,15 +118,18 @@ def test_the_baseline_step_finds_a_blessed_model_where_the_store_is_mounted(spec
     blessing.mkdir(parents=True)
     (blessing / "BLESSED").touch()
     (blessing / "baseline.json").write_text(json.dumps({"model": model, "blessed_at": 1.0}))
+    pushed = mount / bucket / "v2/artifacts/run-1/AtomicPusher/pushed_model"
+    pushed.mkdir(parents=True)
+    (pushed / "push.json").write_text(json.dumps({"model": model, "destination": "gs://serving/1", "pushed_at": 2.0}))
     # The launcher makes the folder above each output's local path.
-    output = f"{root}/run-2/LatestBlessedModel/baseline"
+    output = f"{root}/run-2/ServedModel/baseline"
     Path(launcher_path(output)).parent.mkdir(parents=True)
 
-    done = run_latest_blessed_model(spec, executor_input_for(bucket, tmp_path), env)
+    done = run_served_model(spec, executor_input_for(bucket, tmp_path), env)
     assert done.returncode == 0, done.stderr[-3000:]
     # What the launcher uploads to `output`: the record, naming stored URIs, never a pod's local path.
     record = json.loads((Path(launcher_path(output)) / "baseline.json").read_text())
-    assert record["model"] == model and record["blessing"] == f"{root}/run-1/Evaluator/blessing"
+    assert record["model"] == model and "the newest model pushed and not rolled back" in record["why"]
     # What it records in ML Metadata: the executor output's URI and metadata, stored URIs again.
     (artifact,) = json.loads((tmp_path / "kfp_outputs" / "output_metadata.json").read_text())[
         "artifacts"]["baseline"]["artifacts"]
@@ -134,7 +138,7 @@ def test_the_baseline_step_finds_a_blessed_model_where_the_store_is_mounted(spec
 
 
 def test_the_baseline_step_refuses_a_root_it_cannot_read_rather_than_finding_no_baseline(spec, bucket, tmp_path):
-    done = run_latest_blessed_model(spec, executor_input_for(bucket, tmp_path), pod_env())
+    done = run_served_model(spec, executor_input_for(bucket, tmp_path), pod_env())
     assert done.returncode != 0
     assert f"cannot search the pipeline root minio://{bucket}/v2/artifacts" in done.stderr
     assert f"set {STORE_MOUNT_ENV}" in done.stderr
