@@ -105,11 +105,21 @@ def bridges(spec: dict, subprocess_runner: bool = True):
              executor_input_utils.get_local_task_resource_name)
     guarded = conditional_tasks(spec)
 
+    def ready(task, io_store):
+        try:
+            return executor_inputs(task, io_store)
+        except ValueError:  # an upstream task has not run yet: not this condition's task now
+            return None
+
     def cel_conditions(condition, io_store):
         if not condition or not condition.strip():
             return True
-        # kfp.local passes the condition without its task: each task it guards, over its own inputs, must agree.
-        (verdict,) = {evaluate(condition, executor_inputs(task, io_store)) for task in guarded[condition]}
+        # kfp.local passes the condition without its task. Several tasks share one condition string
+        # (Transform ... AtomicPusher): each whose inputs all exist yet, over its own inputs, must agree.
+        inputs = [found for found in (ready(task, io_store) for task in guarded[condition]) if found is not None]
+        if not inputs:
+            raise ConditionError(f"no task guarded by {condition!r} has all its inputs yet")
+        (verdict,) = {evaluate(condition, executor_input) for executor_input in inputs}
         return verdict
 
     def task_folders(component_name):
