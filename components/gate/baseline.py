@@ -59,7 +59,7 @@ from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
 from components.artifacts import STORE_MOUNT_ENV, read_json, store_mount, stored_uri, write_json
-from components.serve.serving_dir import SAVED_MODEL, versions
+from components.serve.serving_dir import SAVED_MODEL, copy_saved_model, versions
 
 RECORD_FILE = "baseline.json"
 PUSH_RECORD_FILE = "push.json"
@@ -199,15 +199,6 @@ def find_served(pipeline_root: str, serving_dir: str) -> Optional[dict]:
     return None
 
 
-def _copy_saved_model(src: str, dst: str) -> None:
-    for dirpath, _, filenames in tf.io.gfile.walk(src):
-        rel = os.path.relpath(dirpath, src)
-        target = dst if rel == "." else os.path.join(dst, rel)
-        tf.io.gfile.makedirs(target)
-        for name in filenames:
-            tf.io.gfile.copy(os.path.join(dirpath, name), os.path.join(target, name), overwrite=True)
-
-
 def baseline_uri(baseline: Optional[standard_artifacts.Model]) -> Optional[str]:
     """The URI of the model a ServedModel output points at, or None when there is none."""
     if baseline is None:
@@ -232,7 +223,7 @@ def ServedModel(
     served = find_served(pipeline_root, serving_dir)
     tf.io.gfile.makedirs(baseline.uri)
     if served and "copy_from" in served:
-        _copy_saved_model(served.pop("copy_from"), path_utils.serving_model_dir(baseline.uri))
+        copy_saved_model(served.pop("copy_from"), path_utils.serving_model_dir(baseline.uri))
         served["model"] = stored_uri(baseline.uri)
     if served:
         write_json(served, baseline.uri, RECORD_FILE)

@@ -61,7 +61,7 @@ def next_version(base: str) -> int:
     return max([int(time.time())] + [v + 1 for v in known])
 
 
-def _copy_tree(src: str, dst: str) -> None:
+def copy_saved_model(src: str, dst: str) -> None:
     """Copies a SavedModel directory, its top-level saved_model.pb last."""
     for dirpath, _, filenames in tf.io.gfile.walk(src):
         rel = os.path.relpath(dirpath, src)
@@ -96,7 +96,7 @@ def _push(model_dir: str, base: str, keep: int) -> str:
     final = os.path.join(base, str(version))
     staging = final if _is_remote(base) else os.path.join(base, f".incoming-{version}-{uuid.uuid4().hex[:8]}")
     try:
-        _copy_tree(model_dir, staging)
+        copy_saved_model(model_dir, staging)
         if staging != final:
             tf.io.gfile.rename(staging, final)
     except BaseException as exc:
