@@ -74,7 +74,10 @@ def executor_inputs(task: dict, io_store) -> pipeline_spec_pb2.ExecutorInput:
         output = source.get("taskOutputArtifact")
         if not output:
             continue
-        artifact = io_store.get_task_output(output["producerTask"], output["outputArtifactKey"])
+        try:
+            artifact = io_store.get_task_output(output["producerTask"], output["outputArtifactKey"])
+        except ValueError:  # its producer has not run (yet, or at all): absent, and CEL errs if the condition reads it
+            continue
         runtime = executor_input.inputs.artifacts[name].artifacts.add()
         runtime.name, runtime.uri = artifact.name, artifact.uri
         runtime.type.schema_title = artifact.schema_title
@@ -105,20 +108,12 @@ def bridges(spec: dict, subprocess_runner: bool = True):
              executor_input_utils.get_local_task_resource_name)
     guarded = conditional_tasks(spec)
 
-    def ready(task, io_store):
-        try:
-            return executor_inputs(task, io_store)
-        except ValueError:  # an upstream task has not run yet: not this condition's task now
-            return None
-
     def cel_conditions(condition, io_store):
         if not condition or not condition.strip():
             return True
         # kfp.local passes the condition without its task. Several tasks share one condition string
-        # (Transform ... AtomicPusher): each whose inputs all exist yet, over its own inputs, must agree.
-        inputs = [found for found in (ready(task, io_store) for task in guarded[condition]) if found is not None]
-        if not inputs:
-            raise ConditionError(f"no task guarded by {condition!r} has all its inputs yet")
+        # (Transform ... AtomicPusher): each, over the inputs it has so far, must agree.
+        inputs = [executor_inputs(task, io_store) for task in guarded[condition]]
         (verdict,) = {evaluate(condition, executor_input) for executor_input in inputs}
         return verdict
 
