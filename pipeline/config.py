@@ -204,6 +204,9 @@ class KubeflowConfig(Spec):
     image: Annotated[Text, Hint("name the pipeline image (built from the Dockerfile)")] = Field(
         "thaw:latest", min_length=1, description=(
             "The image every component runs: built from this repository's Dockerfile."))
+    trainer_image: Text = Field("", description=(
+        "The Trainer's image, when it differs: the GPU variant (docker build --build-arg GPU=true, 4.4 GB of "
+        "CUDA and cuDNN more), so that only the GPU node pulls it. Empty: the image above."))
     trainer_gpus: int = Field(1, ge=0, description="GPUs for the Trainer; 0 trains on the CPU.")
     gpu_resource: Text = Field("nvidia.com/gpu", description="The Kubernetes resource name of a GPU.")
     trainer_cpu: float = Field(4.0, gt=0, description="CPUs for the Trainer.")

@@ -159,6 +159,10 @@ def compile_pipeline(config: ThawConfig, output: str) -> str:
     for executor in spec["deploymentSpec"]["executors"].values():
         if executor.get("container", {}).get("command") == kfp_entrypoint.TFX_COMMAND:
             executor["container"]["command"] = kfp_entrypoint.COMMAND
+    if config.kubeflow.trainer_image:
+        trainer_executor = spec["components"][spec["root"]["dag"]["tasks"][TRAINER]["componentRef"]["name"]]
+        spec["deploymentSpec"]["executors"][trainer_executor["executorLabel"]]["container"]["image"] = (
+            config.kubeflow.trainer_image)
     if config.kubeflow.trainer_retries:
         # A retried Trainer (a preempted GPU node) keeps its output URIs, so it
         # finds its checkpoints and resumes at the next epoch.

@@ -46,6 +46,16 @@ def test_every_component_runs_the_configured_image(compiled):
     assert len(images) >= 10 and set(images.values()) == {"ghcr.io/example/thaw:0.1"}
 
 
+def test_the_trainer_alone_can_run_the_gpu_image(tmp_path):
+    (tmp_path / "gpu.yaml").write_text(CLUSTER.replace("  trainer_gpus: 2", "  trainer_gpus: 2\n  trainer_image: ghcr.io/example/thaw-gpu:0.1"))
+    assert cli.main(["compile", "--config", str(tmp_path / "gpu.yaml"), "--output", str(tmp_path / "p.yaml")]) == 0
+    pipeline = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
+    images = {name: executor["container"]["image"]
+              for name, executor in pipeline["deploymentSpec"]["executors"].items() if "container" in executor}
+    assert images.pop("Trainer_executor") == "ghcr.io/example/thaw-gpu:0.1"
+    assert len(images) >= 10 and set(images.values()) == {"ghcr.io/example/thaw:0.1"}
+
+
 def test_the_trainer_asks_for_gpus_cpu_and_memory_on_gpu_nodes(compiled):
     pipeline, platform = list(yaml.safe_load_all(compiled.read_text()))
     resources = pipeline["deploymentSpec"]["executors"]["Trainer_executor"]["container"]["resources"]
