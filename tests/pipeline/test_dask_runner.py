@@ -60,10 +60,11 @@ def ingest(args: list[str], data: Path, out: Path) -> dict:
 
 
 def examples_by_split(out: Path) -> dict[str, list[str]]:
-    """Each split's examples as the sorted SHA-256 of their serialized bytes."""
+    """Each split's examples as the sorted SHA-256 of their content (serialized deterministically)."""
     found = {}
     for split in sorted((out / "examples").iterdir()):
-        records = [hashlib.sha256(r.numpy()).hexdigest() for path in sorted(split.glob("*.gz"))
+        records = [hashlib.sha256(tf.train.Example.FromString(r.numpy()).SerializeToString(deterministic=True))
+                   .hexdigest() for path in sorted(split.glob("*.gz"))
                    for r in tf.data.TFRecordDataset(str(path), compression_type="GZIP")]
         found[split.name] = sorted(records)
     return found
