@@ -10,7 +10,9 @@ A bad value is reported with its dotted path and the fix, e.g. ``thaw.yaml:
 training.stages[1].learning_rate: must be in (0, 1), got -0.1``, every problem
 at once. Relative paths are resolved before validation (a YAML file's against
 its folder, the CLI's against the working directory), and a valid
-configuration is frozen: nothing changes it afterwards.
+configuration is frozen: nothing changes it afterwards. Long because the
+sections only the pipeline reads (Beam's runner, the gate, serving, Kubeflow)
+and the rules across them are declared here, beside the whole.
 """
 
 from __future__ import annotations

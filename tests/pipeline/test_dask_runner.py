@@ -30,7 +30,7 @@ def cluster():
     """A scheduler and two single-threaded worker processes on loopback, as `dask scheduler` and two
     `dask worker`s on separate machines would be."""
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
-                      dashboard_address=None) as local, Client(local) as client:
+                      dashboard_address=None) as local, Client(local, set_as_default=False) as client:
         yield local, client
 
 
@@ -91,6 +91,10 @@ def test_ingestion_on_two_dask_workers_writes_what_the_fnapi_runner_writes(clust
         per_worker[task["worker"]] = per_worker.get(task["worker"], 0) + 1
     assert set(per_worker) == set(local.scheduler_info["workers"]), per_worker
     assert min(per_worker.values()) >= 10, per_worker
+    # Grouping by content shuffled between the workers by tasks, never through one process's disk (partd):
+    # on a cluster of several machines, the other workers could not read it.
+    keys = [str(task["key"]) for task in tasks.data]
+    assert any("shuffle" in key for key in keys) and not any("partd" in key for key in keys)
     pids = client.run(os.getpid)
     assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
 
