@@ -127,3 +127,23 @@ def test_the_runner_keeps_every_branch_each_output_apart_side_inputs_once_and_re
         _ = (p | beam.io.ReadFromText(out + "/all-*") | beam.Map(int) | beam.CombineGlobally(sum)
              | beam.Map(str) | beam.io.WriteToText(out + "/sum"))
     assert lines("sum") == [sum(x * 100 + 20 for x in range(20))]
+
+
+
+def test_workers_know_the_keras_objects_this_process_registered(cluster, tmp_path):
+    """The Evaluator loads the candidate on the workers; its optimizer's schedule is Thaw's own, registered
+    when the Trainer imported it in the step's process. A worker that lacks it fails to load the model."""
+    import components.train.optimizers  # noqa: F401  (registers thaw>WarmupCosine here, as the Trainer does)
+
+    def known(_) -> str:  # local, so it travels by value: the worker imports nothing of Thaw's for it
+        import tf_keras
+
+        return str("thaw>WarmupCosine" in tf_keras.saving.get_custom_objects())
+
+    local, _ = cluster
+    args = config_lib.load(None, {"beam.runner": "dask", "beam.dask_address": local.scheduler_address,
+                                  "beam_pipeline_args": ["--dask_npartitions=2"]}).beam_args()
+    with beam.Pipeline(options=PipelineOptions(args)) as p:
+        _ = p | beam.Create([1, 2, 3, 4]) | beam.Map(known) | beam.io.WriteToText(str(tmp_path / "known"))
+    lines = [line for path in tmp_path.glob("known-*") for line in path.read_text().split()]
+    assert lines == ["True"] * 4
