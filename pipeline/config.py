@@ -10,7 +10,9 @@ A bad value is reported with its dotted path and the fix, e.g. ``thaw.yaml:
 training.stages[1].learning_rate: must be in (0, 1), got -0.1``, every problem
 at once. Relative paths are resolved before validation (a YAML file's against
 its folder, the CLI's against the working directory), and a valid
-configuration is frozen: nothing changes it afterwards.
+configuration is frozen: nothing changes it afterwards. Long because the
+sections only the pipeline reads (Beam's runner, the gate, serving, Kubeflow)
+and the rules across them are declared here, beside the whole.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ SPLITS = ("train", "validation", "test")
 DEFAULT_SPLITS = {"train": 0.7, "validation": 0.15, "test": 0.15}
 # Beam runs on one machine: the FnApiRunner, named outright (see beam_pipeline_args).
 BEAM_RUNNER = "--runner=FnApiRunner"
+# Beam on a Dask cluster (beam.runner: dask): Beam's DaskRunner as pipeline/dask_runner.py repairs it.
+DASK_RUNNER = "pipeline.dask_runner.DaskRunner"
+BEAM_DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"   # Beam 2.77's own: loses data
+# A Dask scheduler's address as distributed.Client takes it: tcp:// or tls://, a host and a port.
+_DASK_ADDRESS = re.compile(r"(tcp|tls)://[^\s/:]+:\d{1,5}")
 
 
 def _absolute_or_bucket(root: str) -> str:
@@ -227,6 +234,53 @@ class KubeflowConfig(Spec):
         return text
 
 
+def _a_scheduler_address(address: str) -> str:
+    if address.startswith(("http://", "https://")):
+        raise ValueError(f"'{address}' is a web address (the dashboard's, usually port 8787); the scheduler "
+                         "listens on tcp://HOST:8786")
+    if address and not _DASK_ADDRESS.fullmatch(address):
+        raise ValueError(f"give the Dask scheduler's address as tcp://HOST:PORT (or tls://), e.g. "
+                         f"tcp://dask-scheduler:8786; got '{address}'")
+    return address
+
+
+class BeamConfig(Spec):
+    """Which Beam runner runs ingestion, statistics, Transform and the Evaluator.
+
+    ``fnapi``: Beam's FnApiRunner in this process (beam_pipeline_args tune it). ``dask``: Beam's DaskRunner
+    on the Dask cluster whose scheduler is at ``dask_address``: a distributed.LocalCluster on this machine, or a
+    multi-machine cluster (dask-kubernetes) beside Kubeflow. See the README's runner table for which steps
+    it runs.
+    """
+
+    runner: Literal["fnapi", "dask"] = Field("fnapi", description=(
+        "fnapi: in this process; dask: on the Dask cluster at dask_address (Beam's DaskRunner)."))
+    dask_address: Annotated[Text, AfterValidator(_a_scheduler_address)] = Field("", description=(
+        "The Dask scheduler, tcp://HOST:PORT (dask's default port is 8786), for runner: dask. Every Beam "
+        "step connects to it as a client; its workers need Thaw's image or environment."))
+
+    @model_validator(mode="after")
+    def _address_with_dask(self) -> BeamConfig:
+        if self.runner == "dask" and not self.dask_address:
+            refuse((("dask_address",), "runner dask needs the scheduler's address, e.g. tcp://dask-scheduler:8786 "
+                                       "(`dask scheduler` prints it); without one every Beam step would start "
+                                       "a throwaway cluster of its own"))
+        if self.runner != "dask" and self.dask_address:
+            refuse((("runner",), f"dask_address is set but runner is {self.runner}: set runner: dask to use it, "
+                                 "or remove dask_address"))
+        return self
+
+
+def _runner_arg(args: list[str]) -> str | None:
+    """The runner beam_pipeline_args name (``--runner=X`` or ``--runner X``), or None."""
+    for i, arg in enumerate(args):
+        if arg.startswith("--runner="):
+            return arg.split("=", 1)[1]
+        if arg == "--runner":
+            return args[i + 1] if i + 1 < len(args) else ""
+    return None
+
+
 class ThawConfig(Spec):
     """The whole pipeline's configuration."""
 
@@ -236,12 +290,14 @@ class ThawConfig(Spec):
             "Everything a run writes: artifacts (pipeline/), the metadata store, serving/ unless serving_dir is set."))
     serving_dir: Text = Field("", description="Where TF Serving polls for versions; empty: <output_dir>/serving.")
     beam_pipeline_args: list[Text] = Field(
-        default_factory=lambda: [BEAM_RUNNER, "--direct_running_mode=multi_threading", "--direct_num_workers=0"],
+        default_factory=lambda: ["--direct_running_mode=multi_threading", "--direct_num_workers=0"],
         description=(
             "Apache Beam options for ingestion, statistics, Transform and the Evaluator. Locally the "
             "DirectRunner's threads beat its processes (bench/ingestion.py); for data that outgrows one "
             "machine, name a Flink, Spark or Dataflow runner. With no --runner, Beam's FnApiRunner is named: "
-            "the default DirectRunner would first download its Prism runner from GitHub in every Beam step."))
+            "the default DirectRunner would first download its Prism runner from GitHub in every Beam step. "
+            "For a Dask cluster, set beam.runner: dask and beam.dask_address instead of a --runner here."))
+    beam: BeamConfig = Field(default_factory=BeamConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     backbone: Backbone = Field(default_factory=Backbone)
     head: HeadConfig = Field(default_factory=HeadConfig)
@@ -257,13 +313,40 @@ class ThawConfig(Spec):
             raise ValueError(f"use letters, digits, '-' and '_', got '{name}'")
         return name
 
-    # Paths every runner agrees on, derived from output_dir.
+    @model_validator(mode="after")
+    def _one_runner(self) -> ThawConfig:
+        runner = _runner_arg(self.beam_pipeline_args)
+        if runner is None:
+            return self
+        if self.beam.runner == "dask":
+            refuse((("beam_pipeline_args",), f"names --runner={runner} while beam.runner is dask; name the "
+                                             "runner in one place: drop --runner, or beam.runner"))
+        if runner == BEAM_DASK_RUNNER:
+            refuse((("beam_pipeline_args",), "Beam 2.77's own DaskRunner runs only a pipeline's last branch and "
+                                             "loses what sinks write (ingestion ends with no examples and no "
+                                             "error; README, Beam on Dask): set beam.runner: dask and "
+                                             f"beam.dask_address, which name Thaw's repaired {DASK_RUNNER}"))
+        if runner in ("DaskRunner", "dask"):
+            refuse((("beam_pipeline_args",), f"Beam 2.77 knows no runner named '{runner}': set beam.runner: dask "
+                                             "and beam.dask_address: tcp://HOST:8786 (or write "
+                                             f"--runner={DASK_RUNNER})"))
+        if runner.endswith("DaskRunner") and not any(
+                a.startswith(("--dask_client_address", "--dask_scheduler_file")) for a in self.beam_pipeline_args):
+            refuse((("beam_pipeline_args",), "the DaskRunner without --dask_client_address=tcp://HOST:8786 starts "
+                                             "a throwaway local cluster in every Beam step; name the scheduler "
+                                             "(or set beam.runner: dask and beam.dask_address)"))
+        return self
+
     def beam_args(self) -> list[str]:
-        """beam_pipeline_args, with Beam's FnApiRunner named when they name no runner."""
+        """beam_pipeline_args, with the runner beam names (the FnApiRunner unless they name one)."""
         args = list(self.beam_pipeline_args)
-        if any(a == "--runner" or a.startswith("--runner=") for a in args):
+        if self.beam.runner == "dask":
+            return [f"--runner={DASK_RUNNER}", f"--dask_client_address={self.beam.dask_address}"] + args
+        if _runner_arg(args) is not None:
             return args
         return [BEAM_RUNNER] + args
+
+    # Paths every runner agrees on, derived from output_dir.
 
     @property
     def pipeline_root(self) -> str:

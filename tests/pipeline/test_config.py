@@ -253,6 +253,42 @@ def test_beam_steps_name_a_runner_unless_one_is_given(workdir):
     assert config.beam_args() == ["--runner=DataflowRunner", "--project=p"]
 
 
+def test_beam_runner_dask_names_beams_dask_runner_and_the_scheduler(workdir):
+    config = config_lib.load(None, {"beam.runner": "dask", "beam.dask_address": "tcp://dask-scheduler:8786",
+                                    "beam_pipeline_args": ["--dask_npartitions=8"]})
+    assert config.beam_args() == ["--runner=pipeline.dask_runner.DaskRunner",
+                                  "--dask_client_address=tcp://dask-scheduler:8786", "--dask_npartitions=8"]
+    # The defaults' direct-runner options stay; the DaskRunner ignores them.
+    assert config_lib.load(None, {"beam.runner": "dask", "beam.dask_address": "tls://10.0.0.5:8786"}).beam_args()[:2] \
+        == [f"--runner={config_lib.DASK_RUNNER}", "--dask_client_address=tls://10.0.0.5:8786"]
+    # Named in beam_pipeline_args in full, with a scheduler, it is taken as given.
+    args = [f"--runner={config_lib.DASK_RUNNER}", "--dask_client_address=tcp://127.0.0.1:8786"]
+    assert config_lib.load(None, {"beam_pipeline_args": args}).beam_args() == args
+
+
+@pytest.mark.parametrize("overrides,problem", [
+    ({"beam.runner": "dask"}, "beam.dask_address: runner dask needs the scheduler's address"),
+    ({"beam.runner": "dask", "beam.dask_address": "dask-scheduler"},
+     "beam.dask_address: give the Dask scheduler's address as tcp://HOST:PORT"),
+    ({"beam.runner": "dask", "beam.dask_address": "http://dask-scheduler:8787/status"},
+     "beam.dask_address: 'http://dask-scheduler:8787/status' is a web address (the dashboard's"),
+    ({"beam.dask_address": "tcp://dask-scheduler:8786"}, "beam.runner: dask_address is set but runner is fnapi"),
+    ({"beam.runner": "spark"}, "beam.runner: use fnapi or dask; got 'spark'"),
+    ({"beam.runner": "dask", "beam.dask_address": "tcp://h:8786", "beam_pipeline_args": ["--runner=FnApiRunner"]},
+     "beam_pipeline_args: names --runner=FnApiRunner while beam.runner is dask"),
+    ({"beam_pipeline_args": ["--runner=DaskRunner"]}, "beam_pipeline_args: Beam 2.77 knows no runner named 'DaskRunner'"),
+    ({"beam_pipeline_args": ["--runner=apache_beam.runners.dask.dask_runner.DaskRunner",
+                             "--dask_client_address=tcp://h:8786"]},
+     "beam_pipeline_args: Beam 2.77's own DaskRunner runs only a pipeline's last branch"),
+    ({"beam_pipeline_args": ["--runner", config_lib.DASK_RUNNER]},
+     "beam_pipeline_args: the DaskRunner without --dask_client_address=tcp://HOST:8786 starts a throwaway"),
+])
+def test_a_bad_beam_runner_is_named_with_its_fix(workdir, overrides, problem):
+    with pytest.raises(ConfigError) as err:
+        config_lib.load(None, overrides)
+    assert problem in str(err.value)
+
+
 @pytest.mark.parametrize("yaml_text,problem", [
     # an unknown key, with the nearest known one
     ("training: {stages: [{name: head, epoch: 3}]}",
