@@ -48,11 +48,12 @@ def _client(host: str):
     return kfp.Client(host=host)
 
 
-def parse_params(pairs: list[str], package: str) -> dict[str, str]:
+def parse_params(pairs: list[str], package: str) -> dict[str, str | int]:
     """KEY=VALUE pairs, checked against the pipeline's own runtime parameters."""
     with open(package) as f:
         spec = next(yaml.safe_load_all(f))
-    known = set(spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {}))
+    definitions = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+    known = set(definitions)
     params = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -61,6 +62,11 @@ def parse_params(pairs: list[str], package: str) -> dict[str, str]:
         if key not in known:
             raise KfpError(f"--param {key}: the pipeline has no such runtime parameter; it has "
                            f"{', '.join(sorted(known)) or 'none'}")
+        if definitions[key].get("parameterType") == "NUMBER_INTEGER":  # e.g. force=1
+            try:
+                value = int(value)
+            except ValueError:
+                raise KfpError(f"--param {key}={value}: {key} is a whole number, e.g. {key}=1") from None
         params[key] = value
     return params
 

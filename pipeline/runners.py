@@ -89,11 +89,13 @@ RUN_LOCK = ".thaw-run.lock"
 
 def run_local(config: ThawConfig, through: str = "push",
               on_step: Callable[[int, int, str, str], None] | None = None,
-              wait: float | None = 0, on_wait: Callable[[dict], None] | None = None) -> RunSummary:
+              wait: float | None = 0, on_wait: Callable[[dict], None] | None = None,
+              force: bool = False) -> RunSummary:
     """Runs the pipeline in this process and summarizes what it did.
 
     ``through="validation"`` runs ingestion and data validation alone.
     ``on_step(k, n, node, "running" | "skipped")`` is called as each node starts.
+    ``force`` trains even when nothing changed since the served model was trained.
 
     Everything the run writes lives under ``config.output_dir``: the artifacts
     (pipeline/), the metadata store (metadata.sqlite) and, unless configured
@@ -107,13 +109,13 @@ def run_local(config: ThawConfig, through: str = "push",
     check_inputs(config, training=through != "validation")
     os.makedirs(config.output_dir, exist_ok=True)
     with exclusive(os.path.join(config.output_dir, RUN_LOCK), f"a run on {config.output_dir}", wait, on_wait):
-        return _run_locked(config, through, on_step)
+        return _run_locked(config, through, on_step, force)
 
 
 def _run_locked(config: ThawConfig, through: str,
-                on_step: Callable[[int, int, str, str], None] | None) -> RunSummary:
+                on_step: Callable[[int, int, str, str], None] | None, force: bool = False) -> RunSummary:
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
-    pipeline = create_pipeline(config, connection, through=through)
+    pipeline = create_pipeline(config, connection, through=through, force=force)
     real = local_dag_runner.logging
     if on_step:
         local_dag_runner.logging = _NodeProgress(real, len(pipeline.components), on_step)

@@ -17,6 +17,8 @@ from pipeline import cli
 from tests.support.kfp_local import ConditionError, conditional_tasks, evaluate
 
 TRAINING = {"Transform", "Trainer", "Evaluator", "ServingValidator", "AtomicPusher", "RunReport"}
+# What runs after DataFingerprint when the data changed (or the run was forced): ingestion and the data gate.
+DATA = {"ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataGate"}
 
 
 @pytest.fixture(scope="module")
@@ -45,19 +47,39 @@ def tasks_run(spec, metadata: dict) -> set[str]:
 
 
 def test_a_passed_verdict_runs_training_and_only_it(spec):
-    assert tasks_run(spec, {"passed": 1.0}) == TRAINING
+    assert tasks_run(spec, {"train": 1.0, "passed": 1.0}) == DATA | TRAINING
 
 
 def test_a_failed_verdict_runs_only_the_stopped_run_report(spec):
     # TFX wrote its condition on an input it does not have ('_DataGate.verdict'; it takes the
     # verdict as 'verdict'): CEL failed it with "no such key" until thaw compile renamed it.
-    assert tasks_run(spec, {"passed": 0.0}) == {"StoppedRunReport"}
+    assert tasks_run(spec, {"train": 1.0, "passed": 0.0}) == DATA | {"StoppedRunReport"}
+
+
+def test_unchanged_data_runs_nothing_after_the_fingerprint(spec):
+    # DataFingerprint's train 0: no ingestion, no data gate, no training, no report; only ServedModel and it ran.
+    assert tasks_run(spec, {"train": 0.0, "passed": 1.0}) == set()
+    assert set(spec["root"]["dag"]["tasks"]) - set(conditional_tasks_names(spec)) == {"ServedModel", "DataFingerprint"}
+
+
+def test_unchanged_data_skips_even_the_tasks_whose_verdict_never_came(spec):
+    # On the backend DataGate did not run, so its verdict is not among a task's inputs: CEL's && is false
+    # when its first operand is, whatever the second (a missing key) would be.
+    for name, task in spec["root"]["dag"]["tasks"].items():
+        condition = task.get("triggerPolicy", {}).get("condition")
+        if condition:
+            inputs = executor_input(task, {"train": 0.0})
+            assert evaluate(condition, inputs) is False, name
+
+
+def conditional_tasks_names(spec) -> list[str]:
+    return [name for name, task in spec["root"]["dag"]["tasks"].items() if task.get("triggerPolicy", {}).get("condition")]
 
 
 def test_a_verdict_without_the_key_is_an_error_as_on_the_backend_not_false(spec):
-    condition, (task, *_) = next(iter(conditional_tasks(spec).items()))
+    condition, (task, *_) = next((c, t) for c, t in conditional_tasks(spec).items() if "passed" in c)
     with pytest.raises(ConditionError, match="passed"):
-        evaluate(condition, executor_input(task, {"found": 1.0}))
+        evaluate(condition, executor_input(task, {"found": 1.0, "train": 1.0}))
 
 
 def test_cel_not_python_reads_the_condition():
