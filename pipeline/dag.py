@@ -109,7 +109,9 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
         backbone=config.backbone, head=config.head, training=config.training, max_pixels=config.data.max_pixels,
     ).model_dump_json())
 
-    force_ = RuntimeParameter(name="force", ptype=int, default=int(force))
+    # A string: TFX drops a RuntimeParameter default that is falsy (compiler_utils: `if default_value:`), so an
+    # int default of 0 would leave LocalDagRunner with no value for it.
+    force_ = RuntimeParameter(name="force", ptype=str, default="true" if force else "false")
 
     # The baseline: the model being served (and the data it saw): the live
     # version in the serving directory, else the newest pushed and not rolled

