@@ -95,3 +95,43 @@ def test_cel_not_python_reads_the_condition():
         evaluate(f"{at}['passed'] == 1 and True", metadata)
     with pytest.raises(ConditionError, match="not a bool"):
         evaluate(f"{at}['name']", metadata)
+
+
+def test_local_runs_skip_a_node_whose_any_condition_is_false_whatever_order_tfx_reads_them(tmp_path):
+    """LocalDagRunner's side of the same rule (pipeline.runners.filter_conditionals_as_cel): Transform is under
+    two conditions; on an unchanged run DataGate never ran, so its ``passed`` cannot be read. TFX reads the two
+    in protobuf-map order and fails the node when it meets that one first; CEL's && (and ours) skips it."""
+    from tfx.dsl.compiler import compiler
+    from tfx.orchestration.portable.input_resolution import exceptions, node_inputs_resolver
+
+    from components.artifacts import DataFingerprint, DataVerdict
+    from pipeline import config as config_lib
+    from pipeline.dag import create_pipeline
+    from pipeline.runners import filter_conditionals_as_cel
+
+    ir = compiler.Compiler().compile(create_pipeline(config_lib.load(None, {"output_dir": str(tmp_path)})))
+    (transform,) = [n.pipeline_node for n in ir.nodes if n.pipeline_node.node_info.id == "Transform"]
+    conditionals = transform.inputs.conditionals
+    (on_verdict,) = [k for k, c in conditionals.items() if "_DataGate.verdict" in str(c)]
+    (on_fingerprint,) = [k for k, c in conditionals.items() if "_DataFingerprint.fingerprint" in str(c)]
+
+    def inputs(train: int, passed: int | None) -> dict:
+        fingerprint = DataFingerprint()
+        fingerprint.set_int_custom_property("train", train)
+        verdicts = []
+        if passed is not None:
+            verdicts = [DataVerdict()]
+            verdicts[0].set_int_custom_property("passed", passed)
+        return {"_DataFingerprint.fingerprint": [fingerprint], "_DataGate.verdict": verdicts}
+
+    verdict_first = {k: conditionals[k] for k in (on_verdict, on_fingerprint)}
+    fingerprint_first = {k: conditionals[k] for k in (on_fingerprint, on_verdict)}
+    unchanged = inputs(train=0, passed=None)
+    with pytest.raises(exceptions.FailedPreconditionError, match="Invalid conditional expression"):
+        node_inputs_resolver._filter_conditionals([unchanged], verdict_first)  # TFX's own: the node fails
+    for order in (verdict_first, fingerprint_first):
+        assert filter_conditionals_as_cel([unchanged], order) == []  # skipped
+        assert len(filter_conditionals_as_cel([inputs(1, 1)], order)) == 1  # both true: it runs
+        assert filter_conditionals_as_cel([inputs(1, 0)], order) == []  # the data gate stopped it
+        with pytest.raises(exceptions.FailedPreconditionError):  # none false, one unreadable: fails, as before
+            filter_conditionals_as_cel([inputs(1, None)], order)
