@@ -48,12 +48,11 @@ def _client(host: str):
     return kfp.Client(host=host)
 
 
-def parse_params(pairs: list[str], package: str) -> dict[str, str | int]:
+def parse_params(pairs: list[str], package: str) -> dict[str, str]:
     """KEY=VALUE pairs, checked against the pipeline's own runtime parameters."""
     with open(package) as f:
         spec = next(yaml.safe_load_all(f))
-    definitions = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
-    known = set(definitions)
+    known = set(spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {}))
     params = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -62,11 +61,6 @@ def parse_params(pairs: list[str], package: str) -> dict[str, str | int]:
         if key not in known:
             raise KfpError(f"--param {key}: the pipeline has no such runtime parameter; it has "
                            f"{', '.join(sorted(known)) or 'none'}")
-        if definitions[key].get("parameterType") == "NUMBER_INTEGER":  # e.g. force=1
-            try:
-                value = int(value)
-            except ValueError:
-                raise KfpError(f"--param {key}={value}: {key} is a whole number, e.g. {key}=1") from None
         params[key] = value
     return params
 
