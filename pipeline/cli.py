@@ -351,7 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run the whole pipeline locally (no arguments: the bundled demo)",
         description="Run the whole pipeline on LocalDagRunner: ingest, validate, transform, train, "
                     "evaluate on the held-out test split against the model being served, push if blessed. "
-                    "Ends with a summary.",
+                    "Ends with a summary. A run whose data (every file by content hash) and configuration are "
+                    "those the served model was trained on stops before ingestion, with exit code 5 (--force "
+                    "trains anyway).",
         epilog="example: thaw run --data ~/images --output runs/flowers; thaw run --force (train on unchanged data)")
     run.add_argument("--data", metavar="DATA", help=f"{DATA_HELP} (default: the bundled demo)")
     run.add_argument("--force", action="store_true",
