@@ -102,6 +102,7 @@ def trial(args) -> tuple:
     try:
         data = os.path.join(work, "data")
         make_images(data, args.images, args.size)
+        time.sleep(2.5)  # past fingerprint._RACY_NS: files written this moment have their times recorded
         first = one_run(data, work, "first", None)
         # The first run's model is served now: what its push record says of its data.
         rec = first["record"]

@@ -54,6 +54,7 @@ FILES_FILE = "files.jsonl"
 # Bumped whenever what goes into the fingerprint changes, so no old record ever matches a new one by accident.
 SCHEME = 1
 _CHUNK = 1 << 20
+_RACY_NS = 2_000_000_000
 log = logging.getLogger(__name__)
 
 
@@ -97,8 +98,11 @@ def _entry(item: tuple[str, str, str], previous: dict[str, dict], rehash: bool,
         sha256 = hasher(uri)
     except Exception as exc:  # noqa: BLE001 (a FIFO, a folder, a broken mount: ingestion says what it is)
         return {"uri": uri, "path": shown, "label": label, **state, "sha256": None, "error": type(exc).__name__}
-    # A file that changed while it was hashed is recorded without its times, so the next run hashes it again.
-    if file_state(uri) != state:
+    # A file that changed while it was hashed is recorded without its times, so the next run hashes it again;
+    # so is one changed within the last _RACY_NS: on a file system with coarse timestamps a later write in
+    # the same tick could leave size and times as recorded (git's "racily clean" entries).
+    newest = max(state.get("mtime_ns", 0), state.get("ctime_ns", 0))
+    if file_state(uri) != state or time.time_ns() - newest < _RACY_NS:
         state = {}
     return {"uri": uri, "path": shown, "label": label, **state, "sha256": sha256, "reused": False}
 
@@ -214,10 +218,12 @@ def fingerprint_data(data_root: str, allowed_roots: list[str], settings_: dict, 
     if listing_problem:  # never "unchanged": ingestion must run to say what is wrong
         now["fingerprint"] = f"unreadable manifest: {listing_problem}"
     train, why = decide(now, served, force)
-    hashed = sum(1 for e in entries if not e.get("reused"))
+    hashed = sum(1 for e in entries if e.get("reused") is False)
+    reused = sum(1 for e in entries if e.get("reused"))
     record = {
         "scheme": SCHEME, **now, "data_root": data_root, "settings": settings_, "made_at": time.time(),
-        "files": len(entries), "hashed": hashed, "reused": len(entries) - hashed, "rehash": rehash,
+        "files": len(entries), "hashed": hashed, "reused": reused, "unreadable": len(entries) - hashed - reused,
+        "rehash": rehash,
         "previous_record": stored_uri(previous_folder) if previous_folder else None,
         "served": served, "changes": changes(entries, _files_of((served or {}).get("fingerprint_record"))),
         "train": train, "forced": bool(force and served and served.get("data_fingerprint") == now["fingerprint"]),
@@ -226,7 +232,7 @@ def fingerprint_data(data_root: str, allowed_roots: list[str], settings_: dict, 
     write_files(entries, output)
     write_json(record, output, FINGERPRINT_FILE)
     log.info("DataFingerprint: %d files, %d hashed, %d reused from %s; %s", len(entries), hashed,
-             len(entries) - hashed, previous_folder or "no earlier record", why)
+             reused, previous_folder or "no earlier record", why)
     return record
 
 
