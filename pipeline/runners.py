@@ -102,8 +102,13 @@ def filter_conditionals_as_cel(artifact_maps, conditionals):
     result = []
     for artifact_map in artifact_maps:
         context = placeholder_utils.ResolutionContext(exec_info=data_types.ExecutionInfo(input_dict=artifact_map))
-        values = {cond_id: placeholder_utils.resolve_placeholder_expression(cond.placeholder_expression, context)
-                  for cond_id, cond in conditionals.items()}
+        values = {}
+        for cond_id, cond in conditionals.items():
+            try:
+                values[cond_id] = placeholder_utils.resolve_placeholder_expression(cond.placeholder_expression,
+                                                                                    context)
+            except Exception:  # noqa: BLE001 (an artifact that was never made: unreadable, as None is)
+                values[cond_id] = None
         if any(value is False for value in values.values()):
             continue
         for cond_id, value in values.items():
