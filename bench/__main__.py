@@ -8,7 +8,7 @@ the pipelines that bench.training times) or its memory.
 import subprocess
 import sys
 
-BENCHMARKS = ["bench.ingestion", "bench.training", "bench.transfer"]
+BENCHMARKS = ["bench.ingestion", "bench.training", "bench.transfer", "bench.rerun"]
 
 failed = []
 for module in BENCHMARKS:

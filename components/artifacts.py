@@ -85,6 +85,14 @@ class DataVerdict(Artifact):
     TYPE_NAME = "thaw.DataVerdict"
 
 
+class DataFingerprint(Artifact):
+    """DataFingerprint's record of the run's data (fingerprint.json, files.jsonl: every file's path, label,
+    size, times and content hash) and its decision: custom property ``train`` is 0 when nothing changed
+    since the served model was trained, so the run stops before ingestion."""
+
+    TYPE_NAME = "thaw.DataFingerprint"
+
+
 class HtmlReport(ValueArtifact):
     """The run report: one self-contained HTML page, written at the artifact's URI.
 

@@ -4,6 +4,7 @@ every command: its parser, its help and example, and how its outcome becomes a m
   thaw run                                  # the bundled demo, end to end
   thaw run --data ~/images --output runs/1  # your images: one folder per class
   thaw run --config thaw.yaml --json        # a configuration file; a JSON object last, whatever the outcome
+  thaw run --force                          # train even when nothing changed since the served model (else exit 5)
   thaw ingest ~/images --output runs/check  # ingestion and data validation only
   thaw predict --model thaw-output/serving cat.jpg   # classify with the pushed model
   thaw rollback --output thaw-output        # serve the previous version again
@@ -65,9 +66,11 @@ def _print_json(record: dict | None = None, *, exit_code: int = 0, error: str | 
 
 
 # Exit codes: 0 done, 1 a component failed, 2 bad input, 3 the data gate stopped the run,
-# 4 another run holds the output directory (nothing was started).
+# 4 another run holds the output directory (nothing was started), 5 nothing changed since the
+# served model was trained (nothing ingested, trained or pushed; --force trains anyway).
 DATA_STOPPED = 3
 BUSY = 4
+UNCHANGED = 5
 
 
 def _run(args: argparse.Namespace, through: str) -> int:
@@ -76,6 +79,8 @@ def _run(args: argparse.Namespace, through: str) -> int:
         overrides["data.root"] = args.data
     if args.output:
         overrides["output_dir"] = args.output
+    if getattr(args, "rehash", False):
+        overrides["data.rehash"] = True
     config_path = args.config
     if not args.config and not args.data and through == "push":
         from demo.digits import make_demo
@@ -101,7 +106,7 @@ def _run(args: argparse.Namespace, through: str) -> int:
 
     def step(k: int, n: int, node: str, state: str) -> None:
         current["node"] = node
-        print(f"thaw: step {k} of {n}: {node}" + (" (skipped: the data gate stopped the run)"
+        print(f"thaw: step {k} of {n}: {node}" + (" (skipped: the run stopped before it)"
                                                   if state == "skipped" else ""), file=sys.stderr, flush=True)
 
     def waiting(holder: dict) -> None:
@@ -110,7 +115,7 @@ def _run(args: argparse.Namespace, through: str) -> int:
 
     try:
         summary = run_local(config, through=through, on_step=step,
-                            wait=None if args.wait else 0, on_wait=waiting)
+                            wait=None if args.wait else 0, on_wait=waiting, force=getattr(args, "force", False))
     except LockBusy as exc:
         print(f"thaw: {exc}. Nothing was started: wait for it to finish, rerun with --wait to start "
               "when it does, or give this run its own --output", file=sys.stderr)
@@ -129,6 +134,10 @@ def _run(args: argparse.Namespace, through: str) -> int:
         return 1
     from components.report.report import write_report
 
+    if summary.data_unchanged:  # nothing ran after the fingerprint: no report to build
+        _print_summary(summary, args.json, exit_code=UNCHANGED, output_dir=config.output_dir,
+                       error="nothing changed since the served model was trained: " + summary.fingerprint["why"])
+        return UNCHANGED
     report = None
     try:
         report = write_report(config.output_dir)
@@ -342,9 +351,17 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run the whole pipeline locally (no arguments: the bundled demo)",
         description="Run the whole pipeline on LocalDagRunner: ingest, validate, transform, train, "
                     "evaluate on the held-out test split against the model being served, push if blessed. "
-                    "Ends with a summary.",
-        epilog="example: thaw run --data ~/images --output runs/flowers")
+                    "Ends with a summary. A run whose data (every file by content hash) and configuration are "
+                    "those the served model was trained on stops before ingestion, with exit code 5 (--force "
+                    "trains anyway).",
+        epilog="example: thaw run --data ~/images --output runs/flowers; thaw run --force (train on unchanged data)")
     run.add_argument("--data", metavar="DATA", help=f"{DATA_HELP} (default: the bundled demo)")
+    run.add_argument("--force", action="store_true",
+                     help="train even when the data (every file by content hash) and the configuration are those "
+                          "the served model was trained on; without it such a run stops early with exit code 5")
+    run.add_argument("--rehash", action="store_true",
+                     help="hash every file again for the data fingerprint, instead of reusing the last run's hash "
+                          "of a file whose path, size and times are unchanged (data.rehash)")
     _add_run_options(run)
     run.set_defaults(func=cmd_run)
 

@@ -95,6 +95,12 @@ class DataConfig(DataLimits):
             "the data folder, may point into. By default only the data root (a manifest's own folder) is "
             "read; anything outside it is quarantined unread."))
 
+    rehash: bool = Field(False, description=(
+        "Hash every file again to fingerprint the data. By default a file whose path, size, modification "
+        "and change time match the last run's record keeps its recorded hash (ingestion itself always "
+        "hashes what it reads, and splits by that hash); set this when files may change without their "
+        "times changing (thaw run --rehash does it for one run)."))
+
     @field_validator("splits")
     @classmethod
     def _three_splits_adding_up(cls, splits: dict[str, float]) -> dict[str, float]:
@@ -111,6 +117,10 @@ class DataConfig(DataLimits):
         if wrong:
             refuse(*wrong)
         return splits
+
+    def model_settings(self) -> dict:
+        """What of this section shapes the model, and so goes into the data fingerprint."""
+        return self.model_dump(include={"splits", "max_pixels", "min_side", "max_file_bytes", "allowed_roots"})
 
     def gate_limits(self) -> dict[str, float]:
         """What DataGate judges the data by."""
@@ -359,6 +369,13 @@ class ThawConfig(Spec):
     @property
     def serving_path(self) -> str:
         return self.serving_dir or os.path.join(self.output_dir, "serving")
+
+    def fingerprint_settings(self) -> dict:
+        """What of this configuration goes into the data fingerprint (components.ingest.fingerprint), beside
+        the ``training`` and ``data_limits`` runtime parameters: what decides which model is trained (the
+        ingestion settings) and whether it may be served (the gate's thresholds, serving's budgets)."""
+        return {"data": self.data.model_settings(), "gate": self.gate.model_dump(mode="json"),
+                "serving": self.serving.model_dump(mode="json", include={"tf_version", *self.serving.budgets()})}
 
 
 # Fields holding paths: relative values are resolved against the directory of

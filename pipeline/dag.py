@@ -8,6 +8,7 @@ no upload of source files and works offline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import tensorflow_data_validation as tfdv
@@ -18,6 +19,7 @@ from tfx.proto import transform_pb2
 
 from components.gate.baseline import ServedModel
 from components.ingest.data_gate import DataGate
+from components.ingest.fingerprint import DataFingerprint
 from components.gate.evaluator import Evaluator
 from components.ingest.image_example_gen import ImageExampleGen
 from components.serve.pusher import AtomicPusher
@@ -88,11 +90,13 @@ def _at_least(value: float) -> config_pb2.MetricThreshold:
 
 
 def create_pipeline(config: ThawConfig, metadata_connection_config=None,
-                    through: str = "push") -> tfx.dsl.Pipeline:
+                    through: str = "push", force: bool = False) -> tfx.dsl.Pipeline:
     """Images in, a blessed model pushed to TF Serving's directory out.
 
     ``through="validation"`` stops the DAG after DataGate: ingestion and data
-    validation alone, as ``thaw ingest`` runs them.
+    validation alone, as ``thaw ingest`` runs them. ``force`` is the ``force``
+    runtime parameter's default: train even when the data and configuration are
+    those the served model was trained on (``thaw run --force``).
     """
     if through not in ("validation", "push"):
         raise ValueError(f"through must be 'validation' or 'push', got {through!r}")
@@ -104,6 +108,35 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
     training = RuntimeParameter(name="training", ptype=str, default=TrainerConfig(
         backbone=config.backbone, head=config.head, training=config.training, max_pixels=config.data.max_pixels,
     ).model_dump_json())
+
+    # A string: TFX drops a RuntimeParameter default that is falsy (compiler_utils: `if default_value:`), so an
+    # int default of 0 would leave LocalDagRunner with no value for it.
+    force_ = RuntimeParameter(name="force", ptype=str, default="true" if force else "false")
+
+    # The baseline: the model being served (and the data it saw): the live
+    # version in the serving directory, else the newest pushed and not rolled
+    # back, found from records in the pipeline root (Kubeflow runs no Resolver).
+    served_model = ServedModel(pipeline_root=config.pipeline_root, serving_dir=config.serving_path)
+    components = [served_model]
+    stop_if_unchanged = contextlib.nullcontext()
+    if through == "push":
+        # Nothing changed since the served model was trained (the files by content hash, and the
+        # configuration that shapes the model)? Then nothing after this runs, unless forced.
+        fingerprint = DataFingerprint(
+            data_root=data_root,
+            pipeline_root=config.pipeline_root,
+            settings_json=json.dumps(config.fingerprint_settings()),
+            allowed_roots_json=json.dumps(config.data.allowed_roots),
+            training_json=training,
+            limits_json=data_limits,
+            force=force_,
+            rehash=int(config.data.rehash),
+            baseline_model=served_model.outputs["baseline"],
+        )
+        components.append(fingerprint)
+        stop_if_unchanged = tfx.dsl.Cond(fingerprint.outputs["fingerprint"].future()[0].custom_property("train") == 1)
+    # Entered and left by hand, so the DAG below keeps its indentation (and merges stay small).
+    stop_if_unchanged.__enter__()
 
     # Ingestion: image folders or a manifest -> tf.Examples; bad files quarantined.
     example_gen = ImageExampleGen(
@@ -134,11 +167,6 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
         schema=schema_gen.outputs["schema"],
     )
 
-    # The baseline: the model being served (and the data it saw): the live
-    # version in the serving directory, else the newest pushed and not rolled
-    # back, found from records in the pipeline root (Kubeflow runs no Resolver).
-    served_model = ServedModel(pipeline_root=config.pipeline_root, serving_dir=config.serving_path)
-
     # The data verdict: anomalies, bad files, class sizes and balance, drift.
     data_gate = DataGate(
         statistics=statistics_gen.outputs["statistics"],
@@ -148,7 +176,7 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
         limits_json=data_limits,
     )
 
-    components = [example_gen, statistics_gen, schema_gen, example_validator, served_model, data_gate]
+    components += [example_gen, statistics_gen, schema_gen, example_validator, data_gate]
     if through == "push":
         passed = data_gate.outputs["verdict"].future()[0].custom_property("passed")
         data_artifacts = {"ingestion_report": example_gen.outputs["report"], "verdict": data_gate.outputs["verdict"],
@@ -201,6 +229,7 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
                 infra_blessing=serving_validator.outputs["blessing"],
                 base_directory=config.serving_path,
                 keep_versions=config.serving.keep_versions,
+                data_fingerprint=fingerprint.outputs["fingerprint"],
             )
             # The run report, an HTML artifact the Kubeflow UI shows.
             report = RunReport(
@@ -216,6 +245,7 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
         # ... and for a run the data gate stopped, the report of its data.
         with tfx.dsl.Cond(passed != 1):
             components.append(RunReport(**data_artifacts).with_id("StoppedRunReport"))
+    stop_if_unchanged.__exit__(None, None, None)
 
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,

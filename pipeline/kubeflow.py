@@ -130,6 +130,34 @@ def conditions_on_own_inputs(spec: dict) -> None:
         task["triggerPolicy"]["condition"] = _CONDITION_INPUT.sub(own_name, condition)
 
 
+# KFP's own caching, set per task on purpose. The backend's cache key (backend/src/v2/cacheutils/cache.go,
+# GenerateCacheKey) is the names of the input artifacts, the input parameter values, the output artifacts'
+# types, and the image, command, PVCs and env; the driver (backend/src/v2/driver) reuses the outputs of the
+# newest task with that key when the task's cachingOptions.enableCache is true. Nothing outside those is in
+# the key: not the files under data.root, not the serving directory, not the pipeline root's records.
+# So a task that reads any of those would, cached, hand on a stale answer, and every other task takes
+# artifacts that are new in each run (their producers are never cached), so caching them saves nothing.
+CACHING = {
+    "ServedModel": (False, "reads the serving directory and the push records, which are not in the cache key: "
+                           "cached, it would name a model that is no longer served"),
+    "DataFingerprint": (False, "reads the files under data_root and the last run's record, which are not in the "
+                               "key: cached, it would say 'unchanged' (or 'changed') for ever. This is Thaw's own "
+                               "'no work redone' check, by content hash"),
+    "ImageExampleGen": (False, "reads the files under data_root; its key is only the parameter values, the same "
+                               "every night: cached, new images would never be ingested"),
+    "ImportSchemaGen": (False, "reads the schema file by path; cached, an edited schema would never be read"),
+}
+NEW_INPUTS = "takes artifacts made new in this run (their producers are never cached): a cache key never repeats"
+
+
+def set_caching(spec: dict) -> None:
+    """Writes each task's cachingOptions explicitly (see CACHING), so neither the compiler's default nor a
+    later change of the pipeline-wide enable_cache decides it by accident."""
+    for name, task in spec["root"]["dag"]["tasks"].items():
+        enabled, _ = CACHING.get(name, (False, NEW_INPUTS))
+        task["cachingOptions"] = {"enableCache": enabled}
+
+
 def compile_pipeline(config: ThawConfig, output: str) -> str:
     """Writes the KFP v2 pipeline spec for ``config`` to ``output``; returns its path.
 
@@ -156,6 +184,7 @@ def compile_pipeline(config: ThawConfig, output: str) -> str:
     # runs' pushes under the configured root, so the runs must write there.
     spec["defaultPipelineRoot"] = config.pipeline_root
     conditions_on_own_inputs(spec)
+    set_caching(spec)
     for executor in spec["deploymentSpec"]["executors"].values():
         if executor.get("container", {}).get("command") == kfp_entrypoint.TFX_COMMAND:
             executor["container"]["command"] = kfp_entrypoint.COMMAND

@@ -84,16 +84,53 @@ class _NodeProgress:
         return getattr(self._real, name)
 
 
+def filter_conditionals_as_cel(artifact_maps, conditionals):
+    """TFX's ``_filter_conditionals`` for LocalDagRunner, with CEL's ``&&``: a node is skipped when any of its
+    conditions is false, whatever the others would say.
+
+    A node under two conditions (the data changed, and the data gate passed) has two conditionals, which
+    TFX evaluates one by one in the order of a protobuf map, failing the node on the first that cannot be
+    evaluated; on a run stopped as unchanged the data gate never ran, so its ``passed`` cannot be, and the
+    node failed instead of being skipped. The KFP compiler joins the same conditions with ``&&``, which the
+    backend's CEL makes false when either side is (tests/pipeline/test_conditions.py); this does the same.
+    A condition that cannot be evaluated while none is false still fails the node, as before.
+    """
+    from tfx.dsl.compiler import placeholder_utils
+    from tfx.orchestration.portable import data_types
+    from tfx.orchestration.portable.input_resolution import exceptions
+
+    result = []
+    for artifact_map in artifact_maps:
+        context = placeholder_utils.ResolutionContext(exec_info=data_types.ExecutionInfo(input_dict=artifact_map))
+        values = {}
+        for cond_id, cond in conditionals.items():
+            try:
+                values[cond_id] = placeholder_utils.resolve_placeholder_expression(cond.placeholder_expression,
+                                                                                    context)
+            except Exception:  # noqa: BLE001 (an artifact that was never made: unreadable, as None is)
+                values[cond_id] = None
+        if any(value is False for value in values.values()):
+            continue
+        for cond_id, value in values.items():
+            if not isinstance(value, bool):
+                raise exceptions.FailedPreconditionError(
+                    f"Invalid conditional expression for {cond_id}; Expected boolean type but got {type(value)} type.")
+        result.append(artifact_map)
+    return result
+
+
 RUN_LOCK = ".thaw-run.lock"
 
 
 def run_local(config: ThawConfig, through: str = "push",
               on_step: Callable[[int, int, str, str], None] | None = None,
-              wait: float | None = 0, on_wait: Callable[[dict], None] | None = None) -> RunSummary:
+              wait: float | None = 0, on_wait: Callable[[dict], None] | None = None,
+              force: bool = False) -> RunSummary:
     """Runs the pipeline in this process and summarizes what it did.
 
     ``through="validation"`` runs ingestion and data validation alone.
     ``on_step(k, n, node, "running" | "skipped")`` is called as each node starts.
+    ``force`` trains even when nothing changed since the served model was trained.
 
     Everything the run writes lives under ``config.output_dir``: the artifacts
     (pipeline/), the metadata store (metadata.sqlite) and, unless configured
@@ -107,18 +144,23 @@ def run_local(config: ThawConfig, through: str = "push",
     check_inputs(config, training=through != "validation")
     os.makedirs(config.output_dir, exist_ok=True)
     with exclusive(os.path.join(config.output_dir, RUN_LOCK), f"a run on {config.output_dir}", wait, on_wait):
-        return _run_locked(config, through, on_step)
+        return _run_locked(config, through, on_step, force)
 
 
 def _run_locked(config: ThawConfig, through: str,
-                on_step: Callable[[int, int, str, str], None] | None) -> RunSummary:
+                on_step: Callable[[int, int, str, str], None] | None, force: bool = False) -> RunSummary:
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
-    pipeline = create_pipeline(config, connection, through=through)
+    pipeline = create_pipeline(config, connection, through=through, force=force)
+    from tfx.orchestration.portable.input_resolution import node_inputs_resolver
+
     real = local_dag_runner.logging
+    real_filter = node_inputs_resolver._filter_conditionals
     if on_step:
         local_dag_runner.logging = _NodeProgress(real, len(pipeline.components), on_step)
+    node_inputs_resolver._filter_conditionals = filter_conditionals_as_cel
     try:
         tfx.orchestration.LocalDagRunner().run(pipeline)
     finally:
         local_dag_runner.logging = real
+        node_inputs_resolver._filter_conditionals = real_filter
     return summarize(config.metadata_path)

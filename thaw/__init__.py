@@ -5,6 +5,6 @@ name, so ``thaw.IngestionReport`` must be importable as exactly that; the
 classes themselves live in components.artifacts.
 """
 
-from components.artifacts import DataVerdict, IngestionReport
+from components.artifacts import DataFingerprint, DataVerdict, IngestionReport
 
-__all__ = ["DataVerdict", "IngestionReport"]
+__all__ = ["DataFingerprint", "DataVerdict", "IngestionReport"]

@@ -75,10 +75,19 @@ class UnreadableRoot(RuntimeError):
     """The pipeline root is on an object store this pod can read only through a mount that is not there."""
 
 
-def record_push(pushed_uri: str, model_uri: str, destination: str) -> str:
-    """Records, in the PushedModel artifact, which model became which version folder."""
-    return write_json({"model": stored_uri(model_uri), "destination": destination, "pushed_at": time.time()},
-                      pushed_uri, PUSH_RECORD_FILE)
+def record_push(pushed_uri: str, model_uri: str, destination: str, data: Optional[dict] = None) -> str:
+    """Records, in the PushedModel artifact, which model became which version folder, and ``data``: the
+    fingerprint of the data it was trained on (components.ingest.fingerprint), when the run had one."""
+    return write_json({"model": stored_uri(model_uri), "destination": destination, "pushed_at": time.time(),
+                       **(data or {})}, pushed_uri, PUSH_RECORD_FILE)
+
+
+# What a push record says of the data its model was trained on, handed on by ServedModel.
+DATA_KEYS = ("data_fingerprint", "data_digest", "settings_digest", "fingerprint_record")
+
+
+def _data_of(record: dict) -> dict:
+    return {key: record[key] for key in DATA_KEYS if record.get(key)}
 
 
 def _readable_root(pipeline_root: str) -> str:
@@ -178,7 +187,7 @@ def find_served(pipeline_root: str, serving_dir: str) -> Optional[dict]:
         why = f"version {served[-1]}, live in {serving_dir}"
         for record in reversed(pushes):
             if _same_folder(record["destination"], live) and _model_exists(record["model"]):
-                return {"model": record["model"], "why": f"{why}, pushed from this model"}
+                return {"model": record["model"], "why": f"{why}, pushed from this model", **_data_of(record)}
         digest = _digest(live)
         for record in reversed(blessed_models(pipeline_root)):
             if digest and _digest(path_utils.serving_model_path(_local(record["model"]))) == digest:
@@ -189,7 +198,7 @@ def find_served(pipeline_root: str, serving_dir: str) -> Optional[dict]:
             if not record["rolled_back"] and _model_exists(record["model"]):
                 return {"model": record["model"],
                         "why": f"the newest model pushed and not rolled back (to {record['destination']}); the "
-                               f"serving directory {serving_dir} is not readable from here"}
+                               f"serving directory {serving_dir} is not readable from here", **_data_of(record)}
         return None
     blessed = blessed_models(pipeline_root)
     if blessed:
@@ -229,4 +238,5 @@ def ServedModel(
         write_json(served, baseline.uri, RECORD_FILE)
         baseline.set_string_custom_property("baseline_model", served["model"])
         baseline.set_string_custom_property("why", served["why"])
+        baseline.set_string_custom_property("data_fingerprint", served.get("data_fingerprint", ""))
     baseline.set_int_custom_property("found", int(bool(served)))

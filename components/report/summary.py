@@ -17,8 +17,10 @@ from google.protobuf import json_format
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components.artifacts import BACKBONE_FILE, STAGE_RESULTS_FILE, DataVerdict, IngestionReport, read_json
+from components.artifacts import (BACKBONE_FILE, STAGE_RESULTS_FILE, DataFingerprint, DataVerdict, IngestionReport,
+                                  read_json)
 from components.ingest.data_gate import VERDICT_FILE
+from components.ingest.fingerprint import FINGERPRINT_FILE
 from components.ingest.image_example_gen import REPORT_FILE
 from components.ingest.quarantine import Quarantined, by_code, describe, read_entries
 from components.serve.serving_validator import REPORT_FILE as SERVING_REPORT_FILE
@@ -49,6 +51,8 @@ class RunSummary:
     verdict: list[str] = dataclasses.field(default_factory=list)
     pushed: bool = False
     pushed_to: str = ""
+    # DataFingerprint's record (components.ingest.fingerprint): files hashed and reused, and ``train``.
+    fingerprint: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Where the first artifact of each type this run wrote lives (for the report).
     # Ids grow in creation order, so for Examples it is ingestion's, not Transform's.
     artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -72,9 +76,36 @@ class RunSummary:
         """The schedule's number: the validation accuracy of the weights the last stage ended with."""
         return self.stages[-1].get("best_val_accuracy") if self.stages else None
 
+    @property
+    def data_unchanged(self) -> bool:
+        """The run stopped before ingestion: nothing changed since the served model was trained."""
+        return bool(self.fingerprint) and not self.fingerprint.get("train", True)
+
+    def fingerprint_lines(self) -> list[str]:
+        f = self.fingerprint
+        if not f:
+            return []
+        changes = f.get("changes")
+        changed = (f"; against the served model's data: {changes['added']} added, {changes['changed']} changed, "
+                   f"{changes['removed']} removed" if changes else "")
+        out = [f"data fingerprint: {f['files']} files, {f['hashed']} hashed, {f['reused']} hashes reused from the "
+               f"last run's record (same path, size and times){' (rehash asked)' if f.get('rehash') else ''}"
+               f"{changed}; {f['fingerprint'][:12]}"]
+        if self.data_unchanged:
+            served = f.get("served") or {}
+            out.append(f"data unchanged: the same {f['files']} files by content hash and the same configuration "
+                       f"as the served model ({served.get('why', served.get('model', ''))}) was trained on; "
+                       "nothing trained, nothing pushed (thaw run --force trains anyway)")
+        elif f.get("forced"):
+            out.append("data unchanged since the served model was trained, but the run was forced: training")
+        return out
+
     def lines(self) -> list[str]:
         """The terminal summary."""
         out = [f"run {self.run_id}"]
+        out.extend(self.fingerprint_lines())
+        if self.data_unchanged:
+            return out
         splits = ", ".join(f"{n} {c}" for n, c in self.splits.items())
         out.append(f"data: {self.ingested} images in {len(self.classes)} classes ({splits}); "
                    f"{len(self.quarantined)} quarantined")
@@ -301,6 +332,8 @@ def from_artifacts(run_id: str, outputs: dict[str, list]) -> RunSummary:
             summary.per_class = data["per_class"]
             summary.quarantined = [q.to_json() for q in read_entries(data["quarantined"])]
             summary.sizes = data.get("sizes", {})
+    for fingerprint in outputs.get(DataFingerprint.TYPE_NAME, []):
+        summary.fingerprint = read_json(fingerprint.uri, FINGERPRINT_FILE) or {}
     for verdict in outputs.get(DataVerdict.TYPE_NAME, []):
         data = read_json(verdict.uri, VERDICT_FILE)
         if data:

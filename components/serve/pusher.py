@@ -12,6 +12,7 @@ from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
+from components.artifacts import DataFingerprint, read_json, stored_uri
 from components.gate.baseline import record_push
 from components.serve import serving_dir
 
@@ -24,8 +25,10 @@ def AtomicPusher(
     pushed_model: tfx.dsl.components.OutputArtifact[standard_artifacts.PushedModel],
     base_directory: tfx.dsl.components.Parameter[str],
     keep_versions: tfx.dsl.components.Parameter[int] = 5,
+    data_fingerprint: tfx.dsl.components.InputArtifact[DataFingerprint] = None,
 ) -> None:
-    """Pushes only when the Evaluator and the ServingValidator both blessed the model."""
+    """Pushes only when the Evaluator and the ServingValidator both blessed the model; records which
+    model it pushed and the fingerprint of the data it was trained on (``data_fingerprint``)."""
     blessed = (model_blessing.get_int_custom_property("blessed") == 1
                and infra_blessing.get_int_custom_property("blessed") == 1)
     if not blessed:
@@ -33,7 +36,18 @@ def AtomicPusher(
         return
     destination = serving_dir.push(path_utils.serving_model_path(model.uri), base_directory, keep_versions)
     # Which model this version is, for the next run's baseline (components.gate.baseline).
-    record_push(pushed_model.uri, model.uri, destination)
+    record_push(pushed_model.uri, model.uri, destination, _data_record(data_fingerprint))
     pushed_model.set_int_custom_property("pushed", 1)
     pushed_model.set_string_custom_property("pushed_destination", destination)
     pushed_model.set_string_custom_property("pushed_version", os.path.basename(destination))
+
+
+def _data_record(fingerprint) -> dict:
+    """What the push record keeps of the run's data fingerprint (components.ingest.fingerprint)."""
+    from components.ingest.fingerprint import FINGERPRINT_FILE
+
+    record = read_json(fingerprint.uri, FINGERPRINT_FILE) if fingerprint is not None else None
+    if not record:
+        return {}
+    return {"data_fingerprint": record["fingerprint"], "data_digest": record["data_digest"],
+            "settings_digest": record["settings_digest"], "fingerprint_record": stored_uri(fingerprint.uri)}

@@ -87,11 +87,14 @@ def test_the_pipeline_ingests_trains_blesses_and_pushes(first_run):
     assert summary.blessed is True and summary.verdict == []
     assert summary.pushed and Path(summary.pushed_to).parent == Path(config.serving_path)
     assert (Path(summary.pushed_to) / "saved_model.pb").exists()
-    assert [(k, n) for k, n, _, _ in STEPS] == [(k, 13) for k in range(1, 14)]
+    assert [(k, n) for k, n, _, _ in STEPS] == [(k, 14) for k in range(1, 15)]
     # LocalDagRunner announces a node under a false condition (StoppedRunReport
-    # here) as it starts it, then skips it: 13 steps, 12 of them run.
+    # here) as it starts it, then skips it: 14 steps, 13 of them run. The served
+    # model and the data fingerprint come first: nothing is served yet, so it trains.
     nodes = [node for _, _, node, state in STEPS if state == "running"]
-    assert nodes[0] == "ImageExampleGen" and nodes[-2:] == ["AtomicPusher", "RunReport"] and len(nodes) == 13
+    assert nodes[:3] == ["ServedModel", "DataFingerprint", "ImageExampleGen"], nodes
+    assert nodes[-2:] == ["AtomicPusher", "RunReport"] and len(nodes) == 14
+    assert summary.fingerprint["train"] is True and summary.fingerprint["why"] == "no model is served yet"
 
 
 def confusion_matrix(page: str) -> tuple[list[str], list[str], list[list[int]]]:

@@ -118,7 +118,7 @@ def read(folder: Path, name: str):
 
 
 def test_the_first_run_blesses_pushes_and_reports(compiled, first_run):
-    assert {"ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "ServedModel",
+    assert {"DataFingerprint", "ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "ServedModel",
             "DataGate", "Transform", "Trainer", "Evaluator", "ServingValidator", "AtomicPusher",
             "RunReport"} == tasks(first_run)
     assert not (first_run / "ServedModel" / "baseline" / "baseline.json").exists()  # nothing served yet
@@ -170,7 +170,7 @@ def test_wall_times(stopped_run, capsys):
 
 
 def test_a_bad_training_parameter_stops_the_run_in_its_first_task_with_the_yaml_message(compiled, capfd, tmp_path):
-    """The `training` JSON a Kubeflow UI run may set, wrong three ways: the run stops in ImageExampleGen,
+    """The `training` JSON a Kubeflow UI run may set, wrong three ways: the run stops in DataFingerprint,
     saying what `thaw run` says of the same values in a thaw.yaml, and nothing is trained."""
     from components.spec import ConfigError
     from pipeline import config as config_lib
@@ -185,7 +185,8 @@ def test_a_bad_training_parameter_stops_the_run_in_its_first_task_with_the_yaml_
     (run,) = set(root.iterdir()) - before
     output = capfd.readouterr()
     said = output.out + output.err
-    assert not tasks(run) & {"StatisticsGen", "Transform", "Trainer", "Evaluator", "AtomicPusher"}, tasks(run)
+    assert not tasks(run) & {"ImageExampleGen", "StatisticsGen", "Transform", "Trainer", "Evaluator", "AtomicPusher"}, \
+        tasks(run)
     (tmp_path / "thaw.yaml").write_text("training: " + json.dumps(training["training"]) + "\n")
     with pytest.raises(ConfigError) as thaw_run:
         config_lib.load(tmp_path / "thaw.yaml")

@@ -85,7 +85,7 @@ def test_submit_starts_one_run_with_the_pipeline_and_its_root(cluster_config, ca
     fake = FakeKfp()
     with serving(fake) as url:
         assert cli.main(["submit", "--host", url, "--config", cluster_config, "--experiment", "nightly",
-                         "--param", "data_root=gs://bucket/more-images"]) == 0
+                         "--param", "data_root=gs://bucket/more-images", "--param", "force=true"]) == 0
     assert fake.calls() == [("GET", "/apis/v2beta1/experiments"), ("POST", "/apis/v2beta1/experiments"),
                             ("POST", "/apis/v2beta1/runs")]
     run = fake.requests[-1][3]
@@ -95,7 +95,7 @@ def test_submit_starts_one_run_with_the_pipeline_and_its_root(cluster_config, ca
         "Trainer_executor"]
     assert trainer["nodeSelector"] == {"labels": {"cloud.google.com/gke-accelerator": "nvidia-l4"}}
     assert run["runtime_config"]["pipeline_root"] == "gs://bucket/thaw/pipeline"
-    assert run["runtime_config"]["parameters"] == {"data_root": "gs://bucket/more-images"}
+    assert run["runtime_config"]["parameters"] == {"data_root": "gs://bucket/more-images", "force": "true"}
     assert fake.requests_headers["authorization"] == "Bearer s3cret-token"
     assert "started run run-2 in experiment 'nightly'" in capsys.readouterr().out
 
@@ -124,5 +124,5 @@ def test_a_five_field_cron_and_unknown_params_are_refused_before_any_call(cluste
         assert cli.main(["schedule", "--host", url, "--config", cluster_config, "--cron", "0 3 * * *"]) == 2
         assert "has 5 fields; KFP's cron has six, seconds first" in capsys.readouterr().err
         assert cli.main(["submit", "--host", url, "--config", cluster_config, "--param", "epochs=3"]) == 2
-        assert "no such runtime parameter; it has data_limits, data_root, training" in capsys.readouterr().err
+        assert "no such runtime parameter; it has data_limits, data_root, force, training" in capsys.readouterr().err
     assert fake.calls() == []

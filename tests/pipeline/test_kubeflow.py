@@ -89,10 +89,14 @@ def test_every_run_ends_with_a_report_the_kfp_ui_shows(compiled):
         conditions[name] = tasks[name]["triggerPolicy"]["condition"]
     # One after the push, one for a run the data gate stopped: exactly one of them runs.
     passed = "metadata['passed'] == 1.0)"
-    assert conditions["RunReport"].startswith("(") and conditions["RunReport"].endswith(passed), conditions
-    assert conditions["StoppedRunReport"].startswith("!((") and passed in conditions["StoppedRunReport"], conditions
+    train = "(inputs.artifacts['_DataFingerprint.fingerprint'].artifacts[0].metadata['train'] == 1.0) && "
+    assert conditions["RunReport"].startswith(train + "(") and conditions["RunReport"].endswith(passed), conditions
+    assert conditions["StoppedRunReport"].startswith(train + "!((") and passed in conditions["StoppedRunReport"], \
+        conditions
     assert "pushed_model" in tasks["RunReport"]["inputs"]["artifacts"]
-    assert set(tasks["StoppedRunReport"]["inputs"]["artifacts"]) == {"ingestion_report", "verdict", "examples"}
+    # (and DataFingerprint's record, which only its condition reads)
+    assert set(tasks["StoppedRunReport"]["inputs"]["artifacts"]) == {"ingestion_report", "verdict", "examples",
+                                                                     "_DataFingerprint.fingerprint"}
 
 
 def test_nothing_trains_unless_the_data_gate_passed(compiled):
@@ -101,7 +105,9 @@ def test_nothing_trains_unless_the_data_gate_passed(compiled):
     for name in ("Transform", "Trainer", "Evaluator", "ServingValidator", "AtomicPusher"):
         condition = tasks[name]["triggerPolicy"]["condition"]
         assert "_DataGate.verdict" in condition and "passed" in condition, name
-    assert "triggerPolicy" not in tasks["ImageExampleGen"]
+    # ... and nothing is even ingested unless the data changed since the served model was trained (or forced).
+    assert "metadata['train'] == 1.0" in tasks["ImageExampleGen"]["triggerPolicy"]["condition"]
+    assert "triggerPolicy" not in tasks["DataFingerprint"] and "triggerPolicy" not in tasks["ServedModel"]
 
 
 def test_user_code_is_referenced_by_module_path(compiled):
@@ -122,7 +128,8 @@ def test_a_cpu_trainer_gets_no_accelerator_and_no_platform_document(tmp_path):
 def test_runtime_parameters_a_ui_run_can_change_have_the_configured_defaults(compiled):
     pipeline = next(yaml.safe_load_all(compiled.read_text()))
     parameters = pipeline["root"]["inputDefinitions"]["parameters"]
-    assert set(parameters) == {"data_root", "data_limits", "training"}
+    assert set(parameters) == {"data_root", "data_limits", "training", "force"}
+    assert parameters["force"]["defaultValue"] == "false"
     assert parameters["data_root"]["defaultValue"] == "gs://bucket/images"
     assert json.loads(parameters["data_limits"]["defaultValue"])["min_images_per_class"] == 40
     training = json.loads(parameters["training"]["defaultValue"])
@@ -150,12 +157,30 @@ def test_every_artifact_type_in_the_spec_is_one_the_kubeflow_entrypoint_can_load
 
 
 def test_the_first_task_is_handed_the_training_and_data_limits_parameters_to_check(compiled):
-    # ImageExampleGen checks them before it reads an image (components.ingest.run_parameters).
+    # DataFingerprint, the first task that reads the data, checks them before it reads a file
+    # (components.ingest.run_parameters); only ServedModel, which reads no image, runs before it.
+    # ImageExampleGen is handed them too and checks them again.
     pipeline = next(yaml.safe_load_all(compiled.read_text()))
-    given = pipeline["root"]["dag"]["tasks"]["ImageExampleGen"]["inputs"]["parameters"]
-    assert json.dumps(given["training_json"]).count('"training"') == 1, given["training_json"]
-    assert json.dumps(given["limits_json"]).count('"data_limits"') == 1, given["limits_json"]
-    assert "dependentTasks" not in pipeline["root"]["dag"]["tasks"]["ImageExampleGen"]
+    for name in ("DataFingerprint", "ImageExampleGen"):
+        given = pipeline["root"]["dag"]["tasks"][name]["inputs"]["parameters"]
+        assert json.dumps(given["training_json"]).count('"training"') == 1, given["training_json"]
+        assert json.dumps(given["limits_json"]).count('"data_limits"') == 1, given["limits_json"]
+    assert pipeline["root"]["dag"]["tasks"]["DataFingerprint"]["dependentTasks"] == ["ServedModel"]
+    assert "dependentTasks" not in pipeline["root"]["dag"]["tasks"]["ServedModel"]
+    given = pipeline["root"]["dag"]["tasks"]["DataFingerprint"]["inputs"]["parameters"]
+    assert given["force"] == {"componentInputParameter": "force"}
+
+
+def test_kfp_caching_is_set_on_purpose_for_every_task(compiled):
+    # The backend's cache key (backend/src/v2/cacheutils/cache.go) holds no file under data.root and no
+    # serving directory: a cached ServedModel, DataFingerprint or ImageExampleGen would hand on a stale answer.
+    from pipeline.kubeflow import CACHING
+
+    pipeline = next(yaml.safe_load_all(compiled.read_text()))
+    tasks = pipeline["root"]["dag"]["tasks"]
+    assert {name: task.get("cachingOptions") for name, task in tasks.items()} == {
+        name: {"enableCache": False} for name in tasks}
+    assert {"ServedModel", "DataFingerprint", "ImageExampleGen", "ImportSchemaGen"} <= set(CACHING) <= set(tasks)
 
 
 def test_every_executor_is_a_container_the_open_source_backend_runs(compiled):

@@ -123,3 +123,23 @@ def test_nothing_served_is_no_baseline(tmp_path):
     (tmp_path / "serving").mkdir()
     refused(root, "run1", b"blessed, never pushed")
     assert baseline.find_served(str(root), str(tmp_path / "serving")) is None
+
+
+def test_the_served_model_carries_the_fingerprint_of_the_data_it_was_trained_on_through_a_rollback(tmp_path):
+    from components.serve import serving_dir
+
+    root, serving = tmp_path / "pipeline", tmp_path / "serving"
+    versions = []
+    for run, print_ in (("run1", "aaa"), ("run2", "bbb")):
+        model = trained_model(root / run / "Trainer" / "model")
+        (root / run / "Trainer" / "model" / "Format-Serving" / "saved_model.pb").write_bytes(run.encode())
+        destination = serving_dir.push(str(root / run / "Trainer" / "model" / "Format-Serving"), str(serving), keep=5)
+        baseline.record_push(str(root / run / "AtomicPusher" / "pushed_model"), model, destination,
+                             {"data_fingerprint": print_, "data_digest": "d" + print_, "settings_digest": "s",
+                              "fingerprint_record": str(root / run / "DataFingerprint")})
+        versions.append(destination)
+    served = baseline.find_served(str(root), str(serving))
+    assert served["data_fingerprint"] == "bbb" and served["fingerprint_record"] == str(root / "run2" / "DataFingerprint")
+    serving_dir.rollback(str(serving))  # version 2 out of service: the data of run 1's model is the served data
+    served = baseline.find_served(str(root), str(serving))
+    assert served["data_fingerprint"] == "aaa" and served["data_digest"] == "daaa"
