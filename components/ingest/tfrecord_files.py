@@ -3,9 +3,9 @@
 Beam's WriteToTFRecord deflates at zlib's default level 6, and cannot be told
 otherwise. Ingestion writes images as their files store them (JPEG, PNG, GIF:
 already compressed), and deflating those again was the largest share of
-ingestion's time (3.7 ms of a 768x768 JPEG's 7.3 ms in one process, to save
-1.3% of its bytes; 0.2% on photographs, nothing on PNG; bench.ingestion
---profile measures it). So these files are written as gzip "stored" blocks:
+ingestion's time (3.7 ms of the 7.6 ms a 768x768 JPEG cost in one process, to
+save 1.3% of its bytes; 0.2% on photographs, nothing on PNG; bench.ingestion's
+profile measures it). So these files are written as gzip "stored" blocks:
 still gzip, read by every reader of the Examples (tf.data's GZIP
 TFRecordDataset, Beam's ReadFromTFRecord, hence StatisticsGen, Transform and
 the Trainer) exactly as before, record for record and byte for byte; only the
