@@ -31,7 +31,7 @@ from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 
-from components.ingest import image_records
+from components.ingest import image_records, tfrecord_files
 from components.artifacts import IngestionReport, write_json
 from components.ingest.image_records import Item
 from components.ingest.manifest import ManifestError, read_rows
@@ -42,6 +42,8 @@ MANIFEST_SUFFIXES = (".csv", ".jsonl")
 REPORT_FILE = "ingestion_report.json"
 _SPLIT_PREFIX = "Split-"
 _SIZE_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048)
+# The Examples' gzip deflate level: stored, since image files are compressed already (tfrecord_files.py).
+EXAMPLES_DEFLATE_LEVEL = tfrecord_files.STORED
 log = logging.getLogger(__name__)
 
 
@@ -302,11 +304,8 @@ def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
             _ = (
                 part
                 | f"Serialize[{name}]" >> beam.Map(image_records.to_example)
-                | f"Write[{name}]" >> beam.io.WriteToTFRecord(
-                    os.path.join(examples_dir, _SPLIT_PREFIX + name, "data_tfrecord"),
-                    file_name_suffix=".gz",
-                    compression_type=beam.io.filesystem.CompressionTypes.GZIP,
-                )
+                | f"Write[{name}]" >> tfrecord_files.WriteToGzipTFRecord(
+                    os.path.join(examples_dir, _SPLIT_PREFIX + name, "data_tfrecord"), EXAMPLES_DEFLATE_LEVEL)
             )
         _ = (
             records
