@@ -135,117 +135,115 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
         )
         components.append(fingerprint)
         stop_if_unchanged = tfx.dsl.Cond(fingerprint.outputs["fingerprint"].future()[0].custom_property("train") == 1)
-    # Entered and left by hand, so the DAG below keeps its indentation (and merges stay small).
-    stop_if_unchanged.__enter__()
+    with stop_if_unchanged:
+        # Ingestion: image folders or a manifest -> tf.Examples; bad files quarantined.
+        example_gen = ImageExampleGen(
+            data_root=data_root,
+            splits_json=json.dumps(config.data.splits),
+            max_pixels=config.data.max_pixels,
+            min_side=config.data.min_side,
+            max_file_bytes=config.data.max_file_bytes,
+            allowed_roots_json=json.dumps(config.data.allowed_roots),
+            # Checked first, by the configuration's rules: a bad value set in the
+            # Kubeflow UI stops the run here, before anything trains.
+            training_json=training,
+            limits_json=data_limits,
+        )
 
-    # Ingestion: image folders or a manifest -> tf.Examples; bad files quarantined.
-    example_gen = ImageExampleGen(
-        data_root=data_root,
-        splits_json=json.dumps(config.data.splits),
-        max_pixels=config.data.max_pixels,
-        min_side=config.data.min_side,
-        max_file_bytes=config.data.max_file_bytes,
-        allowed_roots_json=json.dumps(config.data.allowed_roots),
-        # Checked first, by the configuration's rules: a bad value set in the
-        # Kubeflow UI stops the run here, before anything trains.
-        training_json=training,
-        limits_json=data_limits,
-    )
+        # Statistics over every feature, with semantic image statistics on.
+        statistics_gen = tfx.components.StatisticsGen(
+            examples=example_gen.outputs["examples"],
+            stats_options=tfdv.StatsOptions(enable_semantic_domain_stats=True),
+        )
 
-    # Statistics over every feature, with semantic image statistics on.
-    statistics_gen = tfx.components.StatisticsGen(
-        examples=example_gen.outputs["examples"],
-        stats_options=tfdv.StatsOptions(enable_semantic_domain_stats=True),
-    )
+        # The curated data contract from schemas/.
+        schema_gen = tfx.components.ImportSchemaGen(schema_file=config.data.schema_file)
 
-    # The curated data contract from schemas/.
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=config.data.schema_file)
+        # Anomalies: the data against the contract.
+        example_validator = tfx.components.ExampleValidator(
+            statistics=statistics_gen.outputs["statistics"],
+            schema=schema_gen.outputs["schema"],
+        )
 
-    # Anomalies: the data against the contract.
-    example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"],
-        schema=schema_gen.outputs["schema"],
-    )
+        # The data verdict: anomalies, bad files, class sizes and balance, drift.
+        data_gate = DataGate(
+            statistics=statistics_gen.outputs["statistics"],
+            anomalies=example_validator.outputs["anomalies"],
+            report=example_gen.outputs["report"],
+            baseline_model=served_model.outputs["baseline"],
+            limits_json=data_limits,
+        )
 
-    # The data verdict: anomalies, bad files, class sizes and balance, drift.
-    data_gate = DataGate(
-        statistics=statistics_gen.outputs["statistics"],
-        anomalies=example_validator.outputs["anomalies"],
-        report=example_gen.outputs["report"],
-        baseline_model=served_model.outputs["baseline"],
-        limits_json=data_limits,
-    )
+        components += [example_gen, statistics_gen, schema_gen, example_validator, data_gate]
+        if through == "push":
+            passed = data_gate.outputs["verdict"].future()[0].custom_property("passed")
+            data_artifacts = {"ingestion_report": example_gen.outputs["report"],
+                              "verdict": data_gate.outputs["verdict"],
+                              "examples": example_gen.outputs["examples"]}
+            # Nothing trains unless the data passed.
+            with tfx.dsl.Cond(passed == 1):
+                # The label vocabulary; images stay encoded bytes.
+                transform = tfx.components.Transform(
+                    examples=example_gen.outputs["examples"],
+                    schema=schema_gen.outputs["schema"],
+                    preprocessing_fn=PREPROCESSING_FN,
+                    splits_config=transform_pb2.SplitsConfig(analyze=["train"], transform=["train", "validation"]),
+                )
 
-    components += [example_gen, statistics_gen, schema_gen, example_validator, data_gate]
-    if through == "push":
-        passed = data_gate.outputs["verdict"].future()[0].custom_property("passed")
-        data_artifacts = {"ingestion_report": example_gen.outputs["report"], "verdict": data_gate.outputs["verdict"],
-                          "examples": example_gen.outputs["examples"]}
-        # Nothing trains unless the data passed.
-        with tfx.dsl.Cond(passed == 1):
-            # The label vocabulary; images stay encoded bytes.
-            transform = tfx.components.Transform(
-                examples=example_gen.outputs["examples"],
-                schema=schema_gen.outputs["schema"],
-                preprocessing_fn=PREPROCESSING_FN,
-                splits_config=transform_pb2.SplitsConfig(analyze=["train"], transform=["train", "validation"]),
-            )
+                # Pretrained backbone + new head, trained in stages; every choice the
+                # schedule makes (early stopping, the best epoch) is on the validation split.
+                trainer = tfx.components.Trainer(
+                    run_fn=RUN_FN,
+                    examples=transform.outputs["transformed_examples"],
+                    transform_graph=transform.outputs["transform_graph"],
+                    schema=schema_gen.outputs["schema"],
+                    train_args=tfx.proto.TrainArgs(splits=["train"]),
+                    eval_args=tfx.proto.EvalArgs(splits=["validation"]),
+                    custom_config=training,
+                )
 
-            # Pretrained backbone + new head, trained in stages; every choice the
-            # schedule makes (early stopping, the best epoch) is on the validation split.
-            trainer = tfx.components.Trainer(
-                run_fn=RUN_FN,
-                examples=transform.outputs["transformed_examples"],
-                transform_graph=transform.outputs["transform_graph"],
-                schema=schema_gen.outputs["schema"],
-                train_args=tfx.proto.TrainArgs(splits=["train"]),
-                eval_args=tfx.proto.EvalArgs(splits=["validation"]),
-                custom_config=training,
-            )
+                # The gate: floors, and the change against the baseline -> ModelBlessing,
+                # on the held-out test split, which nothing before it read.
+                evaluator = Evaluator(
+                    examples=example_gen.outputs["examples"],
+                    example_splits=["test"],
+                    model=trainer.outputs["model"],
+                    baseline_model=served_model.outputs["baseline"],
+                    eval_config=eval_config(config),
+                )
 
-            # The gate: floors, and the change against the baseline -> ModelBlessing,
-            # on the held-out test split, which nothing before it read.
-            evaluator = Evaluator(
-                examples=example_gen.outputs["examples"],
-                example_splits=["test"],
-                model=trainer.outputs["model"],
-                baseline_model=served_model.outputs["baseline"],
-                eval_config=eval_config(config),
-            )
+                # Will TF Serving load it and answer well? -> InfraBlessing.
+                serving_validator = ServingValidator(
+                    model=trainer.outputs["model"],
+                    budgets_json=json.dumps(config.serving.budgets()),
+                    max_pixels=config.data.max_pixels,
+                    timeout_s=config.serving.timeout_s,
+                    serving_tf_version=config.serving.tf_version,
+                )
 
-            # Will TF Serving load it and answer well? -> InfraBlessing.
-            serving_validator = ServingValidator(
-                model=trainer.outputs["model"],
-                budgets_json=json.dumps(config.serving.budgets()),
-                max_pixels=config.data.max_pixels,
-                timeout_s=config.serving.timeout_s,
-                serving_tf_version=config.serving.tf_version,
-            )
-
-            # Blessed twice: the next version in TF Serving's directory, atomically.
-            pusher = AtomicPusher(
-                model=trainer.outputs["model"],
-                model_blessing=evaluator.outputs["blessing"],
-                infra_blessing=serving_validator.outputs["blessing"],
-                base_directory=config.serving_path,
-                keep_versions=config.serving.keep_versions,
-                data_fingerprint=fingerprint.outputs["fingerprint"],
-            )
-            # The run report, an HTML artifact the Kubeflow UI shows.
-            report = RunReport(
-                **data_artifacts,
-                model=trainer.outputs["model"],
-                model_run=trainer.outputs["model_run"],
-                evaluation=evaluator.outputs["evaluation"],
-                blessing=evaluator.outputs["blessing"],
-                infra_blessing=serving_validator.outputs["blessing"],
-                pushed_model=pusher.outputs["pushed_model"],
-            )
-            components += [transform, trainer, evaluator, serving_validator, pusher, report]
-        # ... and for a run the data gate stopped, the report of its data.
-        with tfx.dsl.Cond(passed != 1):
-            components.append(RunReport(**data_artifacts).with_id("StoppedRunReport"))
-    stop_if_unchanged.__exit__(None, None, None)
+                # Blessed twice: the next version in TF Serving's directory, atomically.
+                pusher = AtomicPusher(
+                    model=trainer.outputs["model"],
+                    model_blessing=evaluator.outputs["blessing"],
+                    infra_blessing=serving_validator.outputs["blessing"],
+                    base_directory=config.serving_path,
+                    keep_versions=config.serving.keep_versions,
+                    data_fingerprint=fingerprint.outputs["fingerprint"],
+                )
+                # The run report, an HTML artifact the Kubeflow UI shows.
+                report = RunReport(
+                    **data_artifacts,
+                    model=trainer.outputs["model"],
+                    model_run=trainer.outputs["model_run"],
+                    evaluation=evaluator.outputs["evaluation"],
+                    blessing=evaluator.outputs["blessing"],
+                    infra_blessing=serving_validator.outputs["blessing"],
+                    pushed_model=pusher.outputs["pushed_model"],
+                )
+                components += [transform, trainer, evaluator, serving_validator, pusher, report]
+            # ... and for a run the data gate stopped, the report of its data.
+            with tfx.dsl.Cond(passed != 1):
+                components.append(RunReport(**data_artifacts).with_id("StoppedRunReport"))
 
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
