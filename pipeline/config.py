@@ -120,7 +120,8 @@ class DataConfig(DataLimits):
 
     def model_settings(self) -> dict:
         """What of this section shapes the model, and so goes into the data fingerprint."""
-        return self.model_dump(include={"splits", "max_pixels", "min_side", "max_file_bytes", "allowed_roots"})
+        return self.model_dump(include={"splits", "max_pixels", "min_side", "max_file_bytes", "allowed_roots",
+                                        "schema_file"})
 
     def gate_limits(self) -> dict[str, float]:
         """What DataGate judges the data by."""

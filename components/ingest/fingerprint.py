@@ -31,6 +31,7 @@ hash; it is this artifact's own, found by the next run under the pipeline root.
 """
 
 import concurrent.futures
+import functools
 import hashlib
 import json
 import logging
@@ -53,33 +54,30 @@ FINGERPRINT_FILE = "fingerprint.json"
 FILES_FILE = "files.jsonl"
 # Bumped whenever what goes into the fingerprint changes, so no old record ever matches a new one by accident.
 SCHEME = 1
-_CHUNK = 1 << 20
 _RACY_NS = 2_000_000_000
 log = logging.getLogger(__name__)
 
 
 def file_state(uri: str) -> dict:
     """What says a file is the one recorded: its size and modification time, and locally its change
-    time too (which no tool can set back, as ``touch`` can the modification time)."""
+    time too (which no tool can set back, as ``touch`` can the modification time). Empty (never
+    reused) where the store gives no modification time: size alone cannot tell a rewritten file."""
     if "://" in uri:
         info = tf.io.gfile.stat(uri)
+        if not info.mtime_nsec:
+            return {}
         return {"size": int(info.length), "mtime_ns": int(info.mtime_nsec)}
     info = os.stat(uri)
     return {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "ctime_ns": info.st_ctime_ns}
 
 
-def hash_file(uri: str) -> str:
-    """The SHA-256 of the file's bytes as stored (what ingestion's ``sha256`` is)."""
-    digest = hashlib.sha256()
-    if "://" in uri:
-        with tf.io.gfile.GFile(uri, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-    else:
-        with open(uri, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-    return digest.hexdigest()
+def hash_file(uri: str, limit: int) -> str:
+    """The SHA-256 of the file's bytes as stored (what ingestion's ``sha256`` is), read as ingestion
+    reads them (``image_records.read``): a FIFO, a device or a file over ``limit`` bytes
+    (data.max_file_bytes) is refused unread, so it can neither hang the step nor be read in full."""
+    from components.ingest.image_records import read
+
+    return hashlib.sha256(read(uri, limit)).hexdigest()
 
 
 def _entry(item: tuple[str, str, str], previous: dict[str, dict], rehash: bool,
@@ -91,13 +89,14 @@ def _entry(item: tuple[str, str, str], previous: dict[str, dict], rehash: bool,
     except Exception as exc:  # noqa: BLE001 (missing, unreadable: ingestion will quarantine it and say why)
         return {"uri": uri, "path": shown, "label": label, "sha256": None, "error": type(exc).__name__}
     old = previous.get(uri)
-    if (not rehash and old and old.get("sha256") and old["label"] == label and old["path"] == shown
+    if (not rehash and state and old and old.get("sha256") and old["label"] == label and old["path"] == shown
             and all(old.get(key) == value for key, value in state.items())):
         return {**old, "reused": True}
     try:
         sha256 = hasher(uri)
     except Exception as exc:  # noqa: BLE001 (a FIFO, a folder, a broken mount: ingestion says what it is)
-        return {"uri": uri, "path": shown, "label": label, **state, "sha256": None, "error": type(exc).__name__}
+        error = exc.code.value if hasattr(exc, "code") and hasattr(exc.code, "value") else type(exc).__name__
+        return {"uri": uri, "path": shown, "label": label, **state, "sha256": None, "error": error}
     # A file that changed while it was hashed is recorded without its times, so the next run hashes it again;
     # so is one changed within the last _RACY_NS: on a file system with coarse timestamps a later write in
     # the same tick could leave size and times as recorded (git's "racily clean" entries).
@@ -108,9 +107,12 @@ def _entry(item: tuple[str, str, str], previous: dict[str, dict], rehash: bool,
 
 
 def fingerprint_files(items: Iterable[tuple[str, str, str]], previous: dict[str, dict], rehash: bool = False,
-                      hasher: Callable[[str], str] = hash_file, threads: int = 8) -> list[dict]:
-    """Every file's record (path, label, state, content hash, and whether the hash was ``reused``)."""
+                      hasher: Optional[Callable[[str], str]] = None, threads: int = 8,
+                      limit: int = 1 << 30) -> list[dict]:
+    """Every file's record (path, label, state, content hash, and whether the hash was ``reused``);
+    files over ``limit`` bytes (data.max_file_bytes) are not hashed."""
     items = list(items)
+    hasher = hasher or functools.partial(hash_file, limit=limit)
     with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:  # hashlib lets go of the GIL
         entries = list(pool.map(lambda item: _entry(item, previous, rehash, hasher), items))
     return sorted(entries, key=lambda e: (e["path"], e["label"], e["uri"]))
@@ -130,9 +132,19 @@ def digest(settings: dict, entries: list[dict]) -> dict:
 def settings(settings_json: str, training_json: str, limits_json: str = "") -> dict:
     """What of the configuration decides which model is trained and whether it may be served: the
     ingestion settings, the gate's thresholds and serving's budgets (``settings_json``, from
-    ThawConfig.fingerprint_settings), and the runtime parameters ``training`` (backbone, head, stages)
-    and ``data_limits`` (the data gate's limits: stricter ones must judge the data again)."""
-    return {**json.loads(settings_json), "training": json.loads(training_json) if training_json else None,
+    ThawConfig.fingerprint_settings), the schema file's content (the data contract ExampleValidator,
+    the data gate and Transform read: an edited schema must judge the data again), and the runtime
+    parameters ``training`` (backbone, head, stages) and ``data_limits`` (the data gate's limits:
+    stricter ones must judge the data again)."""
+    found = json.loads(settings_json)
+    schema = found.get("data", {}).get("schema_file")
+    if schema:
+        try:
+            with tf.io.gfile.GFile(schema, "rb") as f:
+                found["schema_sha256"] = hashlib.sha256(f.read()).hexdigest()
+        except Exception as exc:  # noqa: BLE001 (ImportSchemaGen says what is wrong with it; never "unchanged")
+            found["schema_sha256"] = f"unreadable: {type(exc).__name__} at {time.time_ns()}"
+    return {**found, "training": json.loads(training_json) if training_json else None,
             "data_limits": json.loads(limits_json) if limits_json else None}
 
 
@@ -144,19 +156,30 @@ def latest_record(pipeline_root: str) -> tuple[Optional[str], dict[str, dict]]:
         return None, {}
     found = []
     for folder, files in _records(pipeline_root, FINGERPRINT_FILE, FILES_FILE):
-        record = read_json(folder, FINGERPRINT_FILE)
+        try:
+            record = read_json(folder, FINGERPRINT_FILE)
+        except Exception as exc:  # noqa: BLE001 (a damaged record only costs hashing again)
+            log.warning("DataFingerprint: skipping the record in %s (%s: %s)", folder, type(exc).__name__, exc)
+            continue
         if record and record.get("scheme") == SCHEME:
             found.append((record.get("made_at", 0), folder))
     if not found:
         return None, {}
     folder = max(found)[1]
-    previous = {}
-    with tf.io.gfile.GFile(os.path.join(folder, FILES_FILE)) as f:
-        for line in f:
-            if line.strip():
-                entry = json.loads(line)
-                previous[entry["uri"]] = entry
-    return folder, previous
+    return folder, _read_files(folder) or {}
+
+
+def _read_files(folder: str) -> Optional[dict[str, dict]]:
+    """A record's files by uri; None, with a warning naming the file, when it is missing or damaged (a run
+    killed while writing it): the record only saves hashing, so every file is then hashed again."""
+    path = os.path.join(folder, FILES_FILE)
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            return {e["uri"]: e for e in (json.loads(line) for line in f if line.strip())}
+    except Exception as exc:  # noqa: BLE001
+        log.warning("DataFingerprint: cannot read %s (%s: %s); its files are hashed again", path,
+                    type(exc).__name__, exc)
+        return None
 
 
 def write_files(entries: list[dict], folder: str) -> None:
@@ -180,8 +203,7 @@ def _files_of(folder: Optional[str]) -> Optional[dict[str, dict]]:
     folder = store_mount(folder) if folder else None
     if not folder or not tf.io.gfile.exists(os.path.join(folder, FILES_FILE)):
         return None
-    with tf.io.gfile.GFile(os.path.join(folder, FILES_FILE)) as f:
-        return {e["uri"]: e for e in (json.loads(line) for line in f if line.strip())}
+    return _read_files(folder)
 
 
 def decide(now: dict, served: Optional[dict], force: bool) -> tuple[bool, str]:
@@ -213,7 +235,8 @@ def fingerprint_data(data_root: str, allowed_roots: list[str], settings_: dict, 
         items, listing_problem = [], str(exc)
     else:
         listing_problem = None
-    entries = fingerprint_files(items, previous, rehash)
+    entries = fingerprint_files(items, previous, rehash,
+                                limit=settings_.get("data", {}).get("max_file_bytes", 1 << 30))
     now = digest(settings_, entries)
     if listing_problem:  # never "unchanged": ingestion must run to say what is wrong
         now["fingerprint"] = f"unreadable manifest: {listing_problem}"

@@ -39,7 +39,7 @@ class Counting:
 
     def __call__(self, uri):
         self.hashed.append(os.path.basename(uri))
-        return fp.hash_file(uri)
+        return fp.hash_file(uri, 1 << 30)
 
 
 def by_uri(entries):
@@ -164,3 +164,49 @@ def test_a_file_written_just_before_the_fingerprint_is_hashed_again_next_time(da
     assert all("mtime_ns" not in e for e in first)
     _, hashed = run(data, by_uri(first))
     assert len(hashed) == 40
+
+
+def test_a_fifo_and_a_file_over_the_limit_are_recorded_unread_and_the_step_does_not_hang(data, tmp_path):
+    # A FIFO opened plainly blocks until someone writes to it; the step reads files as ingestion does.
+    os.mkfifo(data / "cat" / "pipe.png")
+    (data / "dog" / "huge.png").write_bytes(b"x" * 5000)
+    entries = fp.fingerprint_files(list_images(str(data))[0], {}, limit=4000)
+    errors = {e["path"].rsplit("/", 1)[-1]: e.get("error") for e in entries if e["sha256"] is None}
+    assert errors == {"pipe.png": "not_regular_file", "huge.png": "over_max_file_bytes"}
+    assert sum(1 for e in entries if e["sha256"]) == 40
+
+
+def test_a_damaged_record_costs_hashing_again_not_the_run(data, tmp_path, caplog):
+    fingerprint(data, tmp_path, name="1")
+    files = tmp_path / "root" / "1" / fp.FILES_FILE
+    files.write_text(files.read_text()[:200])  # a run killed while writing it
+    folder, previous = fp.latest_record(str(tmp_path / "root"))
+    assert previous == {} and "cannot read" in caplog.text and str(files) in caplog.text
+    again = fingerprint(data, tmp_path, name="2")
+    assert (again["hashed"], again["reused"]) == (40, 0)
+
+
+def test_a_store_without_modification_times_never_reuses_a_hash(data, monkeypatch):
+    first, _ = run(data)
+    monkeypatch.setattr(fp, "file_state", lambda uri: {})  # what file_state says of such a store
+    _, hashed = run(data, by_uri(first))
+    assert len(hashed) == 40
+
+
+def test_an_edited_schema_is_a_configuration_change(tmp_path):
+    schema = tmp_path / "schema.pbtxt"
+    schema.write_text('feature { name: "image" }')
+    settings_json = json.dumps({"data": {"schema_file": str(schema)}})
+    before = fp.digest(fp.settings(settings_json, ""), [])["settings_digest"]
+    assert fp.digest(fp.settings(settings_json, ""), [])["settings_digest"] == before
+    schema.write_text('feature { name: "image" } feature { name: "label" }')
+    assert fp.digest(fp.settings(settings_json, ""), [])["settings_digest"] != before
+
+
+def test_the_fingerprint_settings_name_what_shapes_the_model_and_its_gate():
+    from pipeline.config import ThawConfig
+
+    base = ThawConfig().fingerprint_settings()
+    for change in ({"gate": {"min_accuracy": 0.8}}, {"data": {"max_pixels": 1000}}):
+        assert ThawConfig(**change).fingerprint_settings() != base, change
+    assert ThawConfig(data={"rehash": True}).fingerprint_settings() == base
