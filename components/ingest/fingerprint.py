@@ -46,6 +46,7 @@ from tfx.types import standard_artifacts
 from components.artifacts import DataFingerprint as DataFingerprintArtifact
 from components.artifacts import read_json, store_mount, stored_uri, write_json
 from components.gate.baseline import RECORD_FILE, _readable_root, _records
+from components.ingest.image_records import Refused, read
 from components.ingest.manifest import ManifestError
 from components.ingest.run_parameters import check_run_parameters
 from components.spec import ConfigError
@@ -75,8 +76,6 @@ def hash_file(uri: str, limit: int) -> str:
     """The SHA-256 of the file's bytes as stored (what ingestion's ``sha256`` is), read as ingestion
     reads them (``image_records.read``): a FIFO, a device or a file over ``limit`` bytes
     (data.max_file_bytes) is refused unread, so it can neither hang the step nor be read in full."""
-    from components.ingest.image_records import read
-
     return hashlib.sha256(read(uri, limit)).hexdigest()
 
 
@@ -95,7 +94,7 @@ def _entry(item: tuple[str, str, str], previous: dict[str, dict], rehash: bool,
     try:
         sha256 = hasher(uri)
     except Exception as exc:  # noqa: BLE001 (a FIFO, a folder, a broken mount: ingestion says what it is)
-        error = exc.code.value if hasattr(exc, "code") and hasattr(exc.code, "value") else type(exc).__name__
+        error = exc.code.value if isinstance(exc, Refused) else type(exc).__name__
         return {"uri": uri, "path": shown, "label": label, **state, "sha256": None, "error": error}
     # A file that changed while it was hashed is recorded without its times, so the next run hashes it again;
     # so is one changed within the last _RACY_NS: on a file system with coarse timestamps a later write in
