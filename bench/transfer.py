@@ -69,6 +69,7 @@ the head alone could reach.
   bin/thaw-env python -m bench.transfer --real --counts 100 --variants staged head   # a part of it
   bin/thaw-env python -m bench.transfer --summarize a.json b.json                    # parts merged
   bin/thaw-env python -m bench.transfer --real --photos lfw --counts 30 --candidates 1e-3:2 3e-4:4
+  bin/thaw-env python -m bench.transfer --real --counts 100 --candidates trainable=all,learning_rate=3e-4,patience=0
 
 About 5 minutes on 2 idle CPU cores with the defaults (50 runs of up to 20
 epochs); with --real, hours: a run that trains the whole of EfficientNet-Lite0
@@ -97,7 +98,6 @@ import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is 
 
 VARIANTS = ("head", "staged", "all", "fastai", "scratch")
 BATCH_SIZE = 32
-SCRATCH_BN_MOMENTUM = 0.9
 VAL_FRACTION = 0.2
 DEFAULT_DEMO_DIR = Path(__file__).resolve().parent.parent / "build" / "bench" / "demo"
 DEFAULT_REAL_DIR = Path(__file__).resolve().parent.parent / "build" / "bench" / "demo-real"
@@ -124,9 +124,22 @@ def default_stages(overrides: dict | None = None):
 
 
 def candidate(spec: str) -> tuple[str, dict]:
-    """--candidates LR:BLOCKS -> the variant's name and its fine-tuning stage's overrides."""
-    lr, blocks = spec.split(":")
-    return f"staged[{float(lr):g},{int(blocks)}]", {"learning_rate": float(lr), "auto_max_blocks": int(blocks)}
+    """--candidates spec -> the variant's name and its fine-tuning stage's overrides.
+
+    LR:BLOCKS (learning_rate and auto_max_blocks), or FIELD=VALUE,... of StageConfig
+    (e.g. trainable=all,learning_rate=3e-4,patience=0); values read as JSON where they parse, else text.
+    """
+    if "=" not in spec:
+        lr, blocks = spec.split(":")
+        return f"staged[{float(lr):g},{int(blocks)}]", {"learning_rate": float(lr), "auto_max_blocks": int(blocks)}
+    overrides = {}
+    for item in spec.split(","):
+        field, _, value = item.partition("=")
+        try:
+            overrides[field.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[field.strip()] = value.strip()
+    return f"staged[{spec}]", overrides
 
 
 def ordered(names) -> list[str]:
@@ -147,8 +160,8 @@ def variant_stages(variant: str):
     if variant == "staged":
         return default_stages()
     if variant.startswith("staged["):  # a candidate for the defaults, e.g. staged[0.0003,4]
-        lr, blocks = variant[len("staged["):-1].split(",")
-        return default_stages({"learning_rate": float(lr), "auto_max_blocks": int(blocks)})
+        spec = variant[len("staged["):-1]
+        return default_stages(candidate(spec if "=" in spec else spec.replace(",", ":"))[1])
     if variant == "head":
         head = default_stages()[0]
         assert head.trainable == "none", f"the default schedule's first stage trains {head.trainable}"
@@ -264,13 +277,6 @@ def run_one(variant: str, seed: int, task: Task, data: dict) -> dict:
     tf_keras.utils.set_random_seed(seed)
     if variant == "scratch":
         full = task.build_scratch()  # random init, seeded
-        # Its BatchNorm layers train, and evaluation uses their moving statistics. At Keras's momentum of 0.99
-        # a run of 20 to 200 steps leaves those still 13% to 82% the initial mean 0 and variance 1, and the
-        # network at chance when evaluated (val_loss ln 4 in every run at 10 and 30 per class); at 0.9
-        # (PyTorch's default, 0.1 there) they follow the batches within about 20 steps.
-        for layer in full.layers:
-            if isinstance(layer, tf_keras.layers.BatchNormalization):
-                layer.momentum = SCRATCH_BN_MOMENTUM
         backbone = tf_keras.Model(full.inputs, feature_layer(full).output, name="backbone")
         scaling = "none"  # it rescales its own input, as the saved backbone does
     else:
@@ -396,10 +402,11 @@ def main() -> None:
                         help="a candidate for the defaults: the staged schedule's fine-tuning stage at this rate")
     parser.add_argument("--staged-blocks", type=int,
                         help="a candidate for the defaults: its auto_max_blocks")
-    parser.add_argument("--candidates", nargs="+", metavar="LR:BLOCKS", default=[],
+    parser.add_argument("--candidates", nargs="+", metavar="LR:BLOCKS|FIELD=VALUE,...", default=[],
                         help="candidates for the defaults, run as extra variants: the staged schedule with its "
                              "fine-tuning stage at learning rate LR, opening up to BLOCKS blocks (e.g. 1e-3:2 "
-                             "3e-4:4); compare them on validation accuracy, never on test")
+                             "3e-4:4), or with those StageConfig fields changed (e.g. trainable=all,"
+                             "learning_rate=3e-4,patience=0); compare them on validation accuracy, never on test")
     parser.add_argument("--json", help="also write the results here (rewritten after every run, so a run "
                                        "stopped early keeps what finished)")
     parser.add_argument("--summarize", metavar="JSON", nargs="+",
