@@ -137,8 +137,10 @@ def test_files_read_again_when_settings_change_rehash_is_asked_or_they_were_just
     assert stricter["ingested"] == 0 and stricter["quarantined_by_code"]["too_small"] == 32  # all 24x16
 
 
-@pytest.mark.parametrize("damage", ["delete", "truncate", "flip"])
-def test_examples_gone_or_damaged_mean_full_ingestion_with_a_warning(tmp_path, no_racy_window, caplog, damage):
+@pytest.mark.parametrize("damage, said", [("delete", "cannot be read"), ("truncate", "not the"),
+                                          ("flip", "incorrect data check")])
+def test_examples_gone_or_damaged_mean_full_ingestion_with_a_warning(tmp_path, no_racy_window, caplog, damage,
+                                                                      said):
     data, root = tmp_path / "data", tmp_path / "root"
     make_data(data)
     run(data, root / "first", root)
@@ -147,7 +149,7 @@ def test_examples_gone_or_damaged_mean_full_ingestion_with_a_warning(tmp_path, n
         shard.unlink()
     elif damage == "truncate":
         shard.write_bytes(shard.read_bytes()[:-100])
-    else:  # the same size, a byte changed inside a record: Beam's reader stops on its checksum
+    else:  # the same size, a byte changed: the gzip stream's checksum (or the record's) stops the reader
         raw = bytearray(shard.read_bytes())
         raw[len(raw) // 2] ^= 0xFF
         shard.write_bytes(bytes(raw))
@@ -155,7 +157,7 @@ def test_examples_gone_or_damaged_mean_full_ingestion_with_a_warning(tmp_path, n
     with caplog.at_level(logging.WARNING):
         again = run(data, root / "again", root)
     scratch = run(data, tmp_path / "scratch", None)
-    assert str(root / "first" / "examples") in caplog.text
+    assert str(root / "first" / "examples") in caplog.text and said in caplog.text, caplog.text
     assert again["reuse"]["reused"] == 0
     assert without_reuse(again) == without_reuse(scratch)
     assert examples(root / "again") == examples(tmp_path / "scratch")
