@@ -91,16 +91,16 @@ def test_a_reusing_run_gives_exactly_what_a_full_ingestion_gives(tmp_path, no_ra
     again = run(data, root / "again", root)
     scratch = run(data, tmp_path / "scratch", None)
 
-    # Reused: the files the first run ingested (30), less the rewritten, deleted and moved ones; read: the
-    # other 10 of 37 (the 5 new, the rewritten, the moved, and the 3 the first run quarantined).
-    assert again["reuse"]["reused"] == 27 and again["reuse"]["read"] == 10
-    assert scratch["reuse"]["reused"] == 0
     assert without_reuse(again) == without_reuse(scratch)
     assert again["quarantined_by_code"] == {"label_conflict": 4, "not_an_image": 1}
     got, want = examples(root / "again"), examples(tmp_path / "scratch")
     assert sha256s(got) == sha256s(want)
     assert got == want  # byte for byte: the copied records are those the full path makes
     assert sum(map(len, got.values())) == again["ingested"] == 30 + 4 - 1 - 1  # dog/001 now a conflict
+    # Reused: the files the first run ingested (30), less the rewritten, deleted and moved ones; read: the
+    # other 10 of 37 (the 5 new, the rewritten, the moved, and the 3 the first run quarantined).
+    assert again["reuse"]["reused"] == 27 and again["reuse"]["read"] == 10
+    assert scratch["reuse"]["reused"] == 0
 
 
 def test_a_relabelled_manifest_row_is_ingested_again(tmp_path, no_racy_window):
