@@ -241,6 +241,8 @@ def build_report(lines: Iterable[dict], listing_quarantine: list[Quarantined], f
     quarantined = list(listing_quarantine)
     labels = set()
     for line in lines:
+        if line["kind"] == reuse.FOUND:  # a copied tf.Example, counted by ingestion's check, not here
+            continue
         if line["kind"] == "quarantine":
             quarantined.append(Quarantined(line["path"], Reason(line["code"]), line["detail"]))
             labels.add(line.get("label", ""))
@@ -292,7 +294,7 @@ def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
     problem = None
     try:
         _run(pipeline, plan, splits, examples_dir, report_dir, **limits)
-        problem = plan.reused and reuse.copied_all(os.path.join(report_dir, reuse.FOUND_DIR), _reused_kept(report_dir))
+        problem = plan.reused and reuse.copied_all(_read_outcomes(os.path.join(report_dir, "outcomes")))
     except Exception as exc:  # noqa: BLE001 (only when reusing: a full ingestion then says what is wrong)
         if not plan.reused:
             raise
@@ -301,7 +303,7 @@ def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
         log.warning("ImageExampleGen: could not reuse the examples in %s (%s); ingesting every file again",
                     plan.examples, problem)
         for folder in [os.path.join(examples_dir, _SPLIT_PREFIX + name) for name in split_names] + [
-                os.path.join(report_dir, sub) for sub in ("outcomes", reuse.INDEX_DIR, reuse.FOUND_DIR)]:
+                os.path.join(report_dir, "outcomes")]:
             if tf.io.gfile.exists(folder):
                 tf.io.gfile.rmtree(folder)
         plan = reuse.everything(items, f"the last ingestion's examples could not be reused: {problem}")
@@ -317,10 +319,6 @@ def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
     log.info("ImageExampleGen: %d files copied from the last ingestion's examples, %d read (%s)",
              len(plan.reused), len(plan.fresh), plan.why)
     return report
-
-
-def _reused_kept(report_dir: str) -> int:
-    return sum(1 for line in _read_outcomes(os.path.join(report_dir, "outcomes")) if line.get("reused"))
 
 
 def _run(pipeline: beam.Pipeline, plan: reuse.Plan, splits: list, examples_dir: str, report_dir: str,
@@ -348,43 +346,33 @@ def _run(pipeline: beam.Pipeline, plan: reuse.Plan, splits: list, examples_dir: 
         records = inspected | "Finish" >> beam.Map(image_records.finish, dropped=dropped,
                                                    max_bytes=max_file_bytes) | "ProgressDone" >> beam.Map(
             Progress("done", len(fresh)))
-        made = records | "Ingested" >> beam.Filter(
-            lambda r: image_records.is_example(r) and not r.get("reused"))
-        parts = made | "BySplit" >> beam.Partition(image_records.split_index, len(split_names), split_names)
-        serialized = {name: part | f"Serialize[{name}]" >> beam.Map(image_records.to_example)
-                      for name, part in zip(split_names, parts)}
-        copied = {name: [] for name in split_names}
+        made = (records
+                | "Ingested" >> beam.Filter(lambda r: image_records.is_example(r) and not r.get("reused"))
+                | "Serialize" >> beam.Map(lambda r: (r["split"], image_records.to_example(r))))
+        outcomes = [records | "Outcome" >> beam.Map(image_records.outcome)]
         if plan.reused:
-            keep = beam.pvalue.AsDict(reused | "Keep" >> beam.Map(reuse.keep))
+            keep = dict(map(reuse.keep, plan.reused))
             found = (
                 p
                 | "ReadLast" >> beam.io.ReadFromTFRecord(os.path.join(plan.examples, _SPLIT_PREFIX + "*", "*"),
                                                         compression_type=beam.io.filesystem.CompressionTypes.GZIP)
                 | "Match" >> beam.FlatMap(reuse.reused_example, keep=keep, dropped=dropped)
             )
-            _ = (found | "FoundPath" >> beam.Map(lambda f: f[1])
-                 | "WriteFound" >> beam.io.WriteToText(os.path.join(report_dir, reuse.FOUND_DIR, "part")))
-            for name, part in zip(split_names, found | "CopiedBySplit" >> beam.Partition(
-                    lambda f, _n: split_names.index(f[0]), len(split_names))):
-                copied[name] = [part | f"Copied[{name}]" >> beam.Map(lambda f: f[2])]
-        for name in split_names:
+            outcomes.append(found | "Found" >> beam.Map(reuse.found_line))
+            made = (made, found | "Copied" >> beam.Map(lambda f: (f[0], f[2]))) | "All" >> beam.Flatten()
+        parts = made | "BySplit" >> beam.Partition(lambda f, _n: split_names.index(f[0]), len(split_names))
+        for name, part in zip(split_names, parts):
             _ = (
-                [serialized[name], *copied[name]]
-                | f"All[{name}]" >> beam.Flatten()
+                part
+                | f"Records[{name}]" >> beam.Map(lambda f: f[1])
                 | f"Write[{name}]" >> tfrecord_files.WriteToGzipTFRecord(
                     os.path.join(examples_dir, _SPLIT_PREFIX + name, "data_tfrecord"), EXAMPLES_DEFLATE_LEVEL)
             )
         _ = (
-            records
-            | "Outcome" >> beam.Map(image_records.outcome)
+            outcomes
+            | "Outcomes" >> beam.Flatten()
             | "WriteOutcomes" >> beam.io.WriteToText(os.path.join(report_dir, "outcomes", "part"),
                                                      file_name_suffix=".jsonl")
-        )
-        _ = (
-            records
-            | "IndexLine" >> beam.FlatMap(lambda r: [line] if (line := image_records.index_line(r)) else [])
-            | "WriteIndex" >> beam.io.WriteToText(os.path.join(report_dir, reuse.INDEX_DIR, "part"),
-                                                  file_name_suffix=".jsonl")
         )
 
 

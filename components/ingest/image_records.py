@@ -280,23 +280,17 @@ def to_example(record: dict) -> bytes:
 
 
 def outcome(record: dict) -> str:
-    """What the report needs of one file: small, so the outcomes of millions fit."""
+    """What the report needs of one file: small, so the outcomes of millions fit. An ingested file's line
+    is also its entry in ingestion's reuse record (components/ingest/reuse.py): what its tf.Example is,
+    and, when its times can be trusted (``trusted_state``), its size and times."""
     if record["kind"] == "quarantine":
         return json.dumps({key: record[key] for key in ("kind", "path", "label", "code", "detail")})
-    return json.dumps({"kind": "example", "split": record["split"], "label": record["label"],
-                       "width": record["width"], "height": record["height"], "reused": bool(record.get("reused"))})
+    return json.dumps({"kind": "example", "split": record["split"], **{key: record[key] for key in INDEX_KEYS},
+                       "reused": bool(record.get("reused")), **record.get("state", {})})
 
 
-# What ingestion's reuse record keeps of each ingested file (components/ingest/reuse.py).
+# What ingestion's reuse record keeps of each ingested file, besides its size and times.
 INDEX_KEYS = ("uri", "path", "label", "sha256", "width", "height")
-
-
-def index_line(record: dict) -> Optional[str]:
-    """An ingested file's line in the reuse record: its state and what its tf.Example is; None (never
-    reused) when its state could not be trusted."""
-    if not record.get("state"):
-        return None
-    return json.dumps({**{key: record[key] for key in INDEX_KEYS}, **record["state"]})
 
 
 def inspect_item(item: Item, splits: list, max_pixels: int, min_side: int, max_bytes: int) -> dict:

@@ -2,9 +2,10 @@
 
 When some files changed (say 5% new ones), everything else was read, checked,
 decoded and encoded by the last ingestion already. So ingestion leaves a
-record next to its report (``reuse.json``, and ``reuse_index/part-*.jsonl``:
-one line per ingested file, its uri, shown path, label, size, times, content
-hash and size in pixels), and the next ingestion finds the newest such record
+record next to its report (``reuse.json``: the examples' files and sizes, and
+the limits and code they were made with; each ingested file's line in the
+report's ``outcomes/part-*.jsonl`` holds its uri, shown path, label, size,
+times, content hash and size in pixels), and the next ingestion finds the newest such record
 under the pipeline root, as DataFingerprint finds its own (``latest_record``).
 A file whose uri, shown path, label, size and times are those recorded (by
 DataFingerprint's rule: size and modification time, locally the change time
@@ -47,8 +48,8 @@ from components.ingest import image_records
 from components.ingest.image_records import INDEX_KEYS, Item, file_state, split_for
 
 RECORD_FILE = "reuse.json"
-INDEX_DIR = "reuse_index"
-FOUND_DIR = "reuse_found"
+INDEX_DIR = "outcomes"  # the report's per-file outcomes: an ingested file's line is its entry (image_records.outcome)
+FOUND = "found"  # the outcome line's kind for a record copied from the last run's examples
 # Bumped whenever the record's meaning changes, so no old record is read as a new one.
 SCHEME = 1
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ def _index(folder: str, uris: set[str]) -> Iterable[dict]:
             for line in f:
                 if line.strip():
                     entry = json.loads(line)
-                    if entry["uri"] in uris:
+                    if entry["kind"] == "example" and "size" in entry and entry["uri"] in uris:
                         yield entry
 
 
@@ -249,21 +250,26 @@ def reused_example(serialized: bytes, keep: dict, dropped: dict) -> Iterable[tup
         yield wanted[2], path, serialized
 
 
-def copied_all(found_dir: str, expected: int) -> str:
-    """"" when exactly ``expected`` distinct reused files were found in the last run's examples (each
-    once), else what is wrong: the run must then ingest in full (a record missing would lose an image)."""
-    import tensorflow as tf
+def found_line(found: tuple[str, str, bytes]) -> str:
+    """The outcome line of a record copied from the last run's examples (``reused_example``)."""
+    return json.dumps({"kind": FOUND, "path": found[1]})
 
-    paths, lines = set(), 0
-    for part in tf.io.gfile.glob(os.path.join(found_dir, "part*")):
-        with tf.io.gfile.GFile(part) as f:
-            for line in f:
-                if line.strip():
-                    lines += 1
-                    paths.add(line)
-    if lines == len(paths) == expected:
+
+def copied_all(outcomes: Iterable[dict]) -> str:
+    """"" when every reused file that is still an example (not a copy of another now) had its record
+    found in the last run's examples, once; else what is wrong: the run must then ingest in full (a
+    record missing would lose an image, one found twice would be written twice)."""
+    expected, found, lines = set(), set(), 0
+    for line in outcomes:
+        if line["kind"] == FOUND:
+            lines += 1
+            found.add(line["path"])
+        elif line["kind"] == "example" and line.get("reused"):
+            expected.add(line["path"])
+    if lines == len(found) and found == expected:
         return ""
-    return f"{len(paths)} distinct of {lines} records found for the {expected} files reused"
+    return (f"{len(found)} distinct of {lines} records found for the {len(expected)} files reused, "
+            f"{len(expected - found)} of those not found")
 
 
 def write_record(report_dir: str, examples_dir: str, checks_: dict) -> None:
