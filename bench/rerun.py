@@ -58,7 +58,8 @@ def one_run(data: str, work: str, name: str, served: dict | None, reuse: bool = 
         pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
         root = os.path.join(work, "root")
         report = ingest(pipeline, data, SPLITS, os.path.join(root, name, "examples"),
-                        os.path.join(root, name, "report"), max_pixels=50_000_000, pipeline_root=root if reuse else None)
+                        os.path.join(root, name, "report"), max_pixels=50_000_000,
+                        pipeline_root=root if reuse else None)
         ingested = time.perf_counter() - start
     return {"seconds": round(fingerprinted + ingested, 3), "fingerprint_s": round(fingerprinted, 3),
             "ingestion_s": round(ingested, 3), "files": record["files"], "hashed": record["hashed"],

@@ -352,10 +352,11 @@ def _run(pipeline: beam.Pipeline, plan: reuse.Plan, splits: list, examples_dir: 
         outcomes = [records | "Outcome" >> beam.Map(image_records.outcome)]
         if plan.reused:
             keep = dict(map(reuse.keep, plan.reused))
+            # Each file of the last examples read whole by one worker, its records matched as they stream by.
             found = (
                 p
-                | "ReadLast" >> beam.io.ReadFromTFRecord(os.path.join(plan.examples, _SPLIT_PREFIX + "*", "*"),
-                                                        compression_type=beam.io.filesystem.CompressionTypes.GZIP)
+                | "LastFiles" >> beam.Create(plan.shards)
+                | "ReadLast" >> beam.FlatMap(tfrecord_files.read_records)
                 | "Match" >> beam.FlatMap(reuse.reused_example, keep=keep, dropped=dropped)
             )
             outcomes.append(found | "Found" >> beam.Map(reuse.found_line))

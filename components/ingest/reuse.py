@@ -71,6 +71,7 @@ class Plan:
     fresh: list
     reused: list = dataclasses.field(default_factory=list)
     examples: Optional[str] = None  # the last run's Examples folder, as this pod reads it
+    shards: list = dataclasses.field(default_factory=list)  # its files, as this pod reads them
     record: Optional[str] = None  # the record's folder
     why: str = ""
 
@@ -188,7 +189,8 @@ def plan(items: list[Item], pipeline_root: Optional[str], checks_: dict, splits:
         matched = list(pool.map(match, items))
     reused = [m for m in matched if m]
     fresh = [item for item, m in zip(items, matched) if not m]
-    return Plan(fresh, reused, examples, folder, f"{len(fresh)} files new or changed since the last ingestion")
+    shards = [os.path.join(examples, shard["file"]) for shard in record["shards"]]
+    return Plan(fresh, reused, examples, shards, folder, f"{len(fresh)} files new or changed since the last ingestion")
 
 
 def keep(record: dict) -> tuple[str, tuple[str, str, str]]:

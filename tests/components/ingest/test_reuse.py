@@ -138,7 +138,7 @@ def test_files_read_again_when_settings_change_rehash_is_asked_or_they_were_just
 
 
 @pytest.mark.parametrize("damage, said", [("delete", "cannot be read"), ("truncate", "not the"),
-                                          ("flip", "incorrect data check")])
+                                          ("flip", "checksum")])
 def test_examples_gone_or_damaged_mean_full_ingestion_with_a_warning(tmp_path, no_racy_window, caplog, damage,
                                                                       said):
     data, root = tmp_path / "data", tmp_path / "root"
