@@ -331,7 +331,10 @@ def _run(pipeline: beam.Pipeline, plan: reuse.Plan, splits: list, examples_dir: 
         checked = shuffled | "Inspect" >> beam.Map(
             image_records.inspect_item, splits=splits, max_pixels=max_pixels, min_side=min_side,
             max_bytes=max_file_bytes) | "ProgressChecked" >> beam.Map(Progress("checked", len(fresh)))
-        reused = p | "Reused" >> beam.Create(plan.reused)
+        # As JSON text: Beam's Create infers a type from every element, slow on nested dicts. Not reshuffled:
+        # their work is small (no file is read), so one stage fewer.
+        reused = (p | "Reused" >> beam.Create([json.dumps(r) for r in plan.reused], reshuffle=False)
+                  | "ReusedRecords" >> beam.Map(json.loads))
         inspected = (checked, reused) | "Flatten" >> beam.Flatten()
         # Copies and label conflicts are judged among decodable images only: a
         # text file under two classes is "not an image", not a conflict.
