@@ -15,8 +15,8 @@ pipeline root, as the pipeline's are, where each finds the last one's records.
   5% new, no reuse   the same data again with ingestion's reuse off (as before it existed), for comparison
 
 The ratios are each re-run's wall time over the first run's (and, steadier on a
-shared machine, its CPU seconds: the FnApiRunner runs in this process); all three in one
-process, on the same images, in the order above. The three are made
+shared machine, its CPU seconds: the FnApiRunner runs in this process); all four in one
+process, on the same images, in the order above. The four are made
 ``--repeats`` times, each time on fresh images, and the medians of the ratios
 are reported (each trial's too): on a shared 2-core machine one trial is noisy.
 An untimed ingestion of 20 images first pays Beam's start-up in this process,
