@@ -96,10 +96,11 @@ class DataConfig(DataLimits):
             "read; anything outside it is quarantined unread."))
 
     rehash: bool = Field(False, description=(
-        "Hash every file again to fingerprint the data. By default a file whose path, size, modification "
-        "and change time match the last run's record keeps its recorded hash (ingestion itself always "
-        "hashes what it reads, and splits by that hash); set this when files may change without their "
-        "times changing (thaw run --rehash does it for one run)."))
+        "Hash every file again to fingerprint the data, and ingest every file again. By default a file "
+        "whose path, size, modification and change time match the last run's record keeps its recorded "
+        "hash, and its tf.Example is copied from the last ingestion's examples instead of being read, "
+        "checked and encoded again; set this when files may change without their times changing (thaw run "
+        "--rehash does it for one run)."))
 
     @field_validator("splits")
     @classmethod

@@ -148,6 +148,9 @@ def create_pipeline(config: ThawConfig, metadata_connection_config=None,
             # Kubeflow UI stops the run here, before anything trains.
             training_json=training,
             limits_json=data_limits,
+            # Files unchanged since the last ingestion under it are copied from its examples, not read.
+            pipeline_root=config.pipeline_root,
+            rehash=int(config.data.rehash),
         )
 
         # Statistics over every feature, with semantic image statistics on.

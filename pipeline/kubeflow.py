@@ -143,8 +143,9 @@ CACHING = {
     "DataFingerprint": (False, "reads the files under data_root and the last run's record, which are not in the "
                                "key: cached, it would say 'unchanged' (or 'changed') for ever. This is Thaw's own "
                                "'no work redone' check, by content hash"),
-    "ImageExampleGen": (False, "reads the files under data_root; its key is only the parameter values, the same "
-                               "every night: cached, new images would never be ingested"),
+    "ImageExampleGen": (False, "reads the files under data_root (and the last ingestion's record and examples); "
+                               "its key is only the parameter values, the same every night: cached, new images "
+                               "would never be ingested"),
     "ImportSchemaGen": (False, "reads the schema file by path; cached, an edited schema would never be read"),
 }
 NEW_INPUTS = "takes artifacts made new in this run (their producers are never cached): a cache key never repeats"

@@ -23,11 +23,12 @@ runs before ingestion, decides whether the run trains at all:
   the pipeline runs nothing after this step: nothing is ingested, trained or
   pushed, and ``thaw run`` exits with its own code and line.
 
-The hashes reused are only ever the fingerprint's: ingestion hashes every
-file it reads again, and splits by that hash, so a stale record can at worst
-make a run stop or train when it should not, never put an image in the wrong
-split. The record (``files.jsonl``) lists every file with its size, times and
-hash; it is this artifact's own, found by the next run under the pipeline root.
+The hashes reused here are the fingerprint's own. Ingestion keeps its own
+record by the same rule (``reuse.py``: a file unchanged by path, label, size
+and times has its tf.Example copied from the last ingestion instead of being
+read again). The record (``files.jsonl``) lists every file with its size,
+times and hash; it is this artifact's own, found by the next run under the
+pipeline root.
 """
 
 import concurrent.futures
@@ -46,7 +47,7 @@ from tfx.types import standard_artifacts
 from components.artifacts import DataFingerprint as DataFingerprintArtifact
 from components.artifacts import read_json, store_mount, stored_uri, write_json
 from components.gate.baseline import RECORD_FILE, _readable_root, _records
-from components.ingest.image_records import Refused, read
+from components.ingest.image_records import RACY_NS, Refused, read
 from components.ingest.manifest import ManifestError
 from components.ingest.run_parameters import check_run_parameters
 from components.spec import ConfigError
@@ -55,7 +56,7 @@ FINGERPRINT_FILE = "fingerprint.json"
 FILES_FILE = "files.jsonl"
 # Bumped whenever what goes into the fingerprint changes, so no old record ever matches a new one by accident.
 SCHEME = 1
-_RACY_NS = 2_000_000_000
+_RACY_NS = RACY_NS  # 2 s, as ingestion's reuse record (image_records.trusted_state)
 log = logging.getLogger(__name__)
 
 

@@ -11,7 +11,12 @@ It runs as a Beam pipeline in two passes, so memory stays flat however many
 images there are: the first reads and hashes every file and groups only the
 hashes (to keep one copy of identical content); the second reads, checks,
 serializes and writes each image in one fused step, so no image's bytes are
-ever held for a grouping or shipped between workers.
+ever held for a grouping or shipped between workers. A file unchanged since the
+last ingestion is not read at all: its tf.Example is copied from that run's
+examples (``reuse.py``).
+
+Long because it holds the listing of folders and manifests, the report, and
+the Beam pipeline with its fallback from reuse to full ingestion together.
 """
 
 import array
@@ -22,7 +27,7 @@ import os
 import threading
 import time
 import uuid
-from typing import Iterable
+from typing import Iterable, Optional
 
 import apache_beam as beam
 import tensorflow as tf
@@ -31,7 +36,7 @@ from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 
-from components.ingest import image_records, tfrecord_files
+from components.ingest import image_records, reuse, tfrecord_files
 from components.artifacts import IngestionReport, write_json
 from components.ingest.image_records import Item
 from components.ingest.manifest import ManifestError, read_rows
@@ -44,6 +49,9 @@ _SPLIT_PREFIX = "Split-"
 _SIZE_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048)
 # The Examples' gzip deflate level: stored, since image files are compressed already (tfrecord_files.py).
 EXAMPLES_DEFLATE_LEVEL = tfrecord_files.STORED
+# Up to this many files of the last examples are read in one step, not spread over workers first: every
+# stage costs Beam a fixed share (on the FnApiRunner ~30 ms each in a process with TensorFlow imported).
+_SHARDS_READ_IN_ONE = 8
 log = logging.getLogger(__name__)
 
 
@@ -236,6 +244,8 @@ def build_report(lines: Iterable[dict], listing_quarantine: list[Quarantined], f
     quarantined = list(listing_quarantine)
     labels = set()
     for line in lines:
+        if line["kind"] == reuse.FOUND:  # a copied tf.Example, counted by ingestion's check, not here
+            continue
         if line["kind"] == "quarantine":
             quarantined.append(Quarantined(line["path"], Reason(line["code"]), line["detail"]))
             labels.add(line.get("label", ""))
@@ -266,12 +276,14 @@ def build_report(lines: Iterable[dict], listing_quarantine: list[Quarantined], f
 
 def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
            report_dir: str, max_pixels: int, min_side: int = 1, max_file_bytes: int = 64 << 20,
-           allowed_roots: list[str] = ()) -> dict:
+           allowed_roots: list[str] = (), pipeline_root: Optional[str] = None, rehash: bool = False) -> dict:
     """Runs ingestion on ``pipeline`` and returns the report it wrote.
 
     Writes gzipped TFRecords under ``examples_dir/Split-<name>/`` and the
     report (counts, sizes, every quarantined path with its code and detail, and
-    files per code) to ``report_dir``.
+    files per code) to ``report_dir``. With a ``pipeline_root``, files unchanged
+    since the newest ingestion recorded under it are copied from its examples
+    (``reuse.py``), unless ``rehash``; the report's ``reuse`` says how many.
     """
     split_names = [name for name, _ in splits]
     try:
@@ -279,13 +291,54 @@ def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
     except ManifestError as exc:  # a data problem: recorded, and the data gate stops the run on it
         items, listing_quarantine = [], [Quarantined(f"{os.path.basename(data)}:{exc.line}", Reason.BAD_MANIFEST_ROW,
                                                      f"{exc.detail}; no row of the manifest was read", exc.line)]
-    outcome_dir = os.path.join(report_dir, "outcomes")
+    checks = reuse.checks(max_pixels, min_side, max_file_bytes)
+    plan = reuse.plan(items, pipeline_root, checks, splits, rehash)
+    limits = dict(max_pixels=max_pixels, min_side=min_side, max_file_bytes=max_file_bytes)
+    problem = None
+    try:
+        _run(pipeline, plan, splits, examples_dir, report_dir, **limits)
+        problem = plan.reused and reuse.copied_all(_read_outcomes(os.path.join(report_dir, "outcomes")))
+    except Exception as exc:  # noqa: BLE001 (only when reusing: a full ingestion then says what is wrong)
+        if not plan.reused:
+            raise
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem:  # never lose an image, never fail the run for the sake of reuse: ingest everything
+        log.warning("ImageExampleGen: could not reuse the examples in %s (%s); ingesting every file again",
+                    plan.examples, problem)
+        for folder in [os.path.join(examples_dir, _SPLIT_PREFIX + name) for name in split_names] + [
+                os.path.join(report_dir, "outcomes")]:
+            if tf.io.gfile.exists(folder):
+                tf.io.gfile.rmtree(folder)
+        plan = reuse.everything(items, f"the last ingestion's examples could not be reused: {problem}")
+        _run(beam.Pipeline(runner=pipeline.runner, options=pipeline._options), plan, splits, examples_dir,
+             report_dir, **limits)
 
+    report = build_report(_read_outcomes(os.path.join(report_dir, "outcomes")), listing_quarantine, len(items))
+    report["data"] = data
+    report["split_names"] = split_names
+    report["reuse"] = plan.summary()
+    write_json(report, report_dir, REPORT_FILE)
+    reuse.write_record(report_dir, examples_dir, checks)
+    log.info("ImageExampleGen: %d files copied from the last ingestion's examples, %d read (%s)",
+             len(plan.reused), len(plan.fresh), plan.why)
+    return report
+
+
+def _run(pipeline: beam.Pipeline, plan: reuse.Plan, splits: list, examples_dir: str, report_dir: str,
+         max_pixels: int, min_side: int, max_file_bytes: int) -> None:
+    """The Beam pipeline: the full path for ``plan.fresh``, copies from the last examples for ``plan.reused``."""
+    split_names = [name for name, _ in splits]
+    fresh = plan.fresh
     with pipeline as p:
-        shuffled = p | "List" >> beam.Create(items) | "Distribute" >> beam.Reshuffle()
-        inspected = shuffled | "Inspect" >> beam.Map(
+        shuffled = p | "List" >> beam.Create(fresh) | "Distribute" >> beam.Reshuffle()
+        checked = shuffled | "Inspect" >> beam.Map(
             image_records.inspect_item, splits=splits, max_pixels=max_pixels, min_side=min_side,
-            max_bytes=max_file_bytes) | "ProgressChecked" >> beam.Map(Progress("checked", len(items)))
+            max_bytes=max_file_bytes) | "ProgressChecked" >> beam.Map(Progress("checked", len(fresh)))
+        # As JSON text: Beam's Create infers a type from every element, slow on nested dicts. Not reshuffled:
+        # their work is small (no file is read), so one stage fewer.
+        reused = (p | "Reused" >> beam.Create([json.dumps(r) for r in plan.reused], reshuffle=False)
+                  | "ReusedRecords" >> beam.Map(json.loads))
+        inspected = (checked, reused) | "Flatten" >> beam.Flatten()
         # Copies and label conflicts are judged among decodable images only: a
         # text file under two classes is "not an image", not a conflict.
         drops = (
@@ -295,29 +348,39 @@ def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
             | "GroupByContent" >> beam.GroupByKey()
             | "FindDuplicates" >> beam.FlatMap(image_records.decide_duplicates)
         )
-        records = inspected | "Finish" >> beam.Map(image_records.finish, dropped=beam.pvalue.AsDict(drops),
+        dropped = beam.pvalue.AsDict(drops)
+        records = inspected | "Finish" >> beam.Map(image_records.finish, dropped=dropped,
                                                    max_bytes=max_file_bytes) | "ProgressDone" >> beam.Map(
-            Progress("done", len(items)))
-        examples = records | "Ingested" >> beam.Filter(image_records.is_example)
-        parts = examples | "BySplit" >> beam.Partition(image_records.split_index, len(split_names), split_names)
+            Progress("done", len(fresh)))
+        made = (records
+                | "Ingested" >> beam.Filter(lambda r: image_records.is_example(r) and not r.get("reused"))
+                | "Serialize" >> beam.Map(lambda r: (r["split"], image_records.to_example(r))))
+        outcomes = [records | "Outcome" >> beam.Map(image_records.outcome)]
+        if plan.reused:
+            keep = dict(map(reuse.keep, plan.reused))
+            # Each file of the last examples read whole by one worker, its records matched as they stream by.
+            found = (
+                p
+                | "LastFiles" >> beam.Create(plan.shards, reshuffle=len(plan.shards) > _SHARDS_READ_IN_ONE)
+                | "ReadLast" >> beam.FlatMap(tfrecord_files.read_records)
+                | "Match" >> beam.FlatMap(reuse.reused_example, keep=keep, dropped=dropped)
+            )
+            outcomes.append(found | "Found" >> beam.Map(reuse.found_line))
+            made = (made, found | "Copied" >> beam.Map(lambda f: (f[0], f[2]))) | "All" >> beam.Flatten()
+        parts = made | "BySplit" >> beam.Partition(lambda f, _n: split_names.index(f[0]), len(split_names))
         for name, part in zip(split_names, parts):
             _ = (
                 part
-                | f"Serialize[{name}]" >> beam.Map(image_records.to_example)
+                | f"Records[{name}]" >> beam.Map(lambda f: f[1])
                 | f"Write[{name}]" >> tfrecord_files.WriteToGzipTFRecord(
                     os.path.join(examples_dir, _SPLIT_PREFIX + name, "data_tfrecord"), EXAMPLES_DEFLATE_LEVEL)
             )
         _ = (
-            records
-            | "Outcome" >> beam.Map(image_records.outcome)
-            | "WriteOutcomes" >> beam.io.WriteToText(os.path.join(outcome_dir, "part"), file_name_suffix=".jsonl")
+            outcomes
+            | "Outcomes" >> beam.Flatten()
+            | "WriteOutcomes" >> beam.io.WriteToText(os.path.join(report_dir, "outcomes", "part"),
+                                                     file_name_suffix=".jsonl")
         )
-
-    report = build_report(_read_outcomes(outcome_dir), listing_quarantine, len(items))
-    report["data"] = data
-    report["split_names"] = split_names
-    write_json(report, report_dir, REPORT_FILE)
-    return report
 
 
 @tfx.dsl.components.component(use_beam=True)
@@ -332,17 +395,21 @@ def ImageExampleGen(
     allowed_roots_json: tfx.dsl.components.Parameter[str] = "[]",
     training_json: tfx.dsl.components.Parameter[str] = "",
     limits_json: tfx.dsl.components.Parameter[str] = "",
+    pipeline_root: tfx.dsl.components.Parameter[str] = "",
+    rehash: tfx.dsl.components.Parameter[int] = 0,
     beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
     """Ingests image folders or a manifest into gzipped TFRecords of tf.Examples.
 
     First, as the run's first task, it checks the run's ``training`` and
-    ``data_limits`` parameters (components.ingest.run_parameters).
+    ``data_limits`` parameters (components.ingest.run_parameters). Files
+    unchanged since the newest ingestion under ``pipeline_root`` are copied
+    from its examples unless ``rehash`` (components.ingest.reuse).
     """
     check_run_parameters(training_json, limits_json)
     splits = list(json.loads(splits_json).items())
     summary = ingest(beam_pipeline, data_root, splits, examples.uri, report.uri, max_pixels, min_side,
-                     max_file_bytes, json.loads(allowed_roots_json))
+                     max_file_bytes, json.loads(allowed_roots_json), pipeline_root or None, bool(rehash))
 
     split_names = [name for name, _ in splits]
     examples.split_names = artifact_utils.encode_split_names(split_names)
@@ -351,6 +418,7 @@ def ImageExampleGen(
         examples.set_int_custom_property(f"count_{name}", count)
     report.set_int_custom_property("ingested", summary["ingested"])
     report.set_int_custom_property("quarantined", len(summary["quarantined"]))
+    report.set_int_custom_property("reused", summary["reuse"]["reused"])
     report.set_string_custom_property("classes", json.dumps(summary["classes"]))
     # A split with no images, or a manifest that could not be read, is a data problem, not a failure of
     # this step: its outputs (and the report naming every file's fate) are kept, and DataGate stops the run.

@@ -14,7 +14,8 @@ import io
 import json
 import os
 import stat
-from typing import Iterable
+import time
+from typing import Iterable, Optional
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -35,6 +36,9 @@ Image.MAX_IMAGE_PIXELS = None
 
 # An item is (uri to read, path shown in reports, label).
 Item = tuple[str, str, str]
+# A file changed this recently (nanoseconds) is not trusted by its times: DataFingerprint's window (git's
+# "racily clean"): on a file system with coarse timestamps a later write in the same tick keeps them.
+RACY_NS = 2_000_000_000
 
 
 class Refused(Exception):
@@ -75,6 +79,33 @@ def read(uri: str, limit: int) -> bytes:
     if len(data) > limit:
         raise Refused(Reason.OVER_MAX_FILE_BYTES, f"over the limit of {limit} bytes (data.max_file_bytes)")
     return data
+
+
+def file_state(uri: str) -> dict:
+    """What says a file is the one recorded, by DataFingerprint's rule: size and modification time, and
+    locally the change time too (no tool sets it back, as ``touch`` can the modification time). Empty (never
+    reused) where the store gives no modification time. Beam's FileSystems, not TensorFlow: workers call it."""
+    if "://" in uri:
+        info = FileSystems.match([uri])[0].metadata_list[0]
+        if not info.last_updated_in_seconds:
+            return {}
+        return {"size": int(info.size_in_bytes), "mtime_ns": int(info.last_updated_in_seconds * 1e9)}
+    info = os.stat(uri)
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "ctime_ns": info.st_ctime_ns}
+
+
+def _state_or_empty(uri: str) -> dict:
+    try:
+        return file_state(uri)
+    except Exception:  # noqa: BLE001 (gone, unreadable: the read says what it is)
+        return {}
+
+
+def trusted_state(before: dict, after: dict) -> dict:
+    """The state to record for a file read between two looks at it: empty (so the next run reads it again)
+    when it changed in between, or changed within RACY_NS of now."""
+    newest = max(after.get("mtime_ns", 0), after.get("ctime_ns", 0))
+    return after if before and after == before and time.time_ns() - newest >= RACY_NS else {}
 
 
 def content_key(record: dict) -> tuple[str, tuple[str, str]]:
@@ -249,19 +280,26 @@ def to_example(record: dict) -> bytes:
 
 
 def outcome(record: dict) -> str:
-    """What the report needs of one file: small, so the outcomes of millions fit."""
+    """What the report needs of one file: small, so the outcomes of millions fit. An ingested file's line
+    is also its entry in ingestion's reuse record (components/ingest/reuse.py): what its tf.Example is,
+    and, when its times can be trusted (``trusted_state``), its size and times."""
     if record["kind"] == "quarantine":
         return json.dumps({key: record[key] for key in ("kind", "path", "label", "code", "detail")})
-    return json.dumps({"kind": "example", "split": record["split"], "label": record["label"],
-                       "width": record["width"], "height": record["height"]})
+    return json.dumps({"kind": "example", "split": record["split"], **{key: record[key] for key in INDEX_KEYS},
+                       "reused": bool(record.get("reused")), **record.get("state", {})})
+
+
+# What ingestion's reuse record keeps of each ingested file, besides its size and times.
+INDEX_KEYS = ("uri", "path", "label", "sha256", "width", "height")
 
 
 def inspect_item(item: Item, splits: list, max_pixels: int, min_side: int, max_bytes: int) -> dict:
     """First pass, per file: the full check, and for an image its split. The pixels are
     not kept: what every file's record holds until copies are found must stay small."""
+    before = _state_or_empty(item[0])  # looked at before it is read, and again after (``finish``)
     record = inspect_image(item[0], item[1], item[2], max_pixels, min_side, max_bytes)
     if record["kind"] == "example":
-        record.update(split=split_for(record["sha256"], splits), uri=item[0])
+        record.update(split=split_for(record["sha256"], splits), uri=item[0], state=before)
         del record["image_bytes"]
     return record
 
@@ -277,6 +315,8 @@ def finish(record: dict, dropped: dict, max_bytes: int) -> dict:
     if record["path"] in dropped:
         code, detail = dropped[record["path"]]
         return quarantine(record["path"], record["label"], Reason(code), detail)
+    if record.get("reused"):  # its tf.Example is copied from the last run's examples (``reused_example``)
+        return record
     try:
         data = read(record["uri"], max_bytes)
     except Exception as exc:  # noqa: BLE001 (removed or replaced by another kind of file meanwhile)
@@ -286,7 +326,8 @@ def finish(record: dict, dropped: dict, max_bytes: int) -> dict:
     if record["reencoded"]:
         with Image.open(io.BytesIO(data)) as image:
             data = _as_png(image)
-    return {**record, "image_bytes": data}
+    return {**record, "image_bytes": data, "state": trusted_state(record.get("state", {}),
+                                                                   _state_or_empty(record["uri"]))}
 
 
 def is_example(record: dict) -> bool:

@@ -14,7 +14,9 @@ format, would be smaller deflated: ``level`` chooses).
 
 The records are framed as TensorFlow frames them (length, masked CRC-32C of
 the length, data, masked CRC-32C of the data), with google-crc32c, which Beam
-uses too: no TensorFlow in the workers.
+uses too: no TensorFlow in the workers. ``read_records`` reads such a file
+back, checking every checksum (ingestion's reuse copies the last run's records
+with it: one step per file, none of ReadFromTFRecord's splitting stages).
 """
 
 import struct
@@ -24,6 +26,7 @@ import google_crc32c
 from apache_beam import coders
 from apache_beam.io import filebasedsink, iobase
 from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 # zlib's level 0: deflate "stored" blocks, no compression.
 STORED = 0
@@ -82,3 +85,37 @@ def WriteToGzipTFRecord(file_path_prefix: str, level: int = STORED) -> iobase.Wr
     if not 0 <= level <= 9:
         raise ValueError(f"deflate level {level}: zlib's levels are 0 (stored) to 9")
     return iobase.Write(_GzipTFRecordSink(file_path_prefix, level))
+
+
+def read_records(path: str, chunk: int = 1 << 20):
+    """The records of one gzipped TFRecord file, as written (by this module or by TensorFlow), one at a
+    time: streamed, a chunk of the file in memory at once. Every checksum is checked (gzip's, and each
+    record's length and data): a damaged file raises ValueError naming it, never yields a wrong record."""
+    inflate = zlib.decompressobj(_GZIP_WBITS)
+    buffer, at = b"", 0
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        while True:
+            raw = f.read(chunk)
+            try:
+                data = inflate.decompress(raw) if raw else inflate.flush()
+            except zlib.error as exc:
+                raise ValueError(f"{path}: damaged: its gzip stream does not inflate or fails its checksum "
+                                 f"({exc})") from exc
+            buffer = buffer[at:] + data
+            at = 0
+            while len(buffer) - at >= 12:
+                head = buffer[at:at + 12]
+                length, length_crc = struct.unpack("<QI", head)
+                if masked_crc32c(head[:8]) != length_crc:
+                    raise ValueError(f"{path}: a record's length fails its checksum")
+                if len(buffer) - at < 12 + length + 4:
+                    break
+                record = buffer[at + 12:at + 12 + length]
+                if masked_crc32c(record) != struct.unpack("<I", buffer[at + 12 + length:at + 16 + length])[0]:
+                    raise ValueError(f"{path}: a record fails its checksum")
+                yield record
+                at += 16 + length
+            if not raw:
+                if not inflate.eof or len(buffer) > at:
+                    raise ValueError(f"{path}: cut short ({len(buffer) - at} bytes after the last whole record)")
+                return

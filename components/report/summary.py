@@ -53,6 +53,8 @@ class RunSummary:
     pushed_to: str = ""
     # DataFingerprint's record (components.ingest.fingerprint): files hashed and reused, and ``train``.
     fingerprint: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Ingestion's reuse (components.ingest.reuse): files whose examples were copied from the last ingestion.
+    reuse: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Where the first artifact of each type this run wrote lives (for the report).
     # Ids grow in creation order, so for Examples it is ingestion's, not Transform's.
     artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -110,6 +112,9 @@ class RunSummary:
         out.append(f"data: {self.ingested} images in {len(self.classes)} classes ({splits}); "
                    f"{len(self.quarantined)} quarantined")
         out.extend(_quarantine_lines(read_entries(self.quarantined)))
+        if self.reuse.get("reused"):
+            out.append(f"ingestion: {self.reuse['reused']} files unchanged since the last ingestion (path, label, "
+                       f"size and times), their examples copied; {self.reuse['read']} files read")
         if self.sizes.get("width"):
             w, h = self.sizes["width"], self.sizes["height"]
             out.append(f"image sizes: width {w['min']}-{w['max']} (median {w['p50']}), "
@@ -332,6 +337,7 @@ def from_artifacts(run_id: str, outputs: dict[str, list]) -> RunSummary:
             summary.per_class = data["per_class"]
             summary.quarantined = [q.to_json() for q in read_entries(data["quarantined"])]
             summary.sizes = data.get("sizes", {})
+            summary.reuse = data.get("reuse", {})
     for fingerprint in outputs.get(DataFingerprint.TYPE_NAME, []):
         summary.fingerprint = read_json(fingerprint.uri, FINGERPRINT_FILE) or {}
     for verdict in outputs.get(DataVerdict.TYPE_NAME, []):

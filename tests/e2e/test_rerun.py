@@ -1,7 +1,8 @@
 """No work redone, through the CLI and the whole DAG: a second `thaw run` on the data and configuration the
 served model was trained on stops before ingestion, with exit code 5 and its own line, and trains and
 pushes nothing; `thaw run --force` trains anyway. (Which files are hashed again, and which changes
-of the configuration count, are tests/components/ingest/test_fingerprint.py's.)"""
+of the configuration count, are tests/components/ingest/test_fingerprint.py's; that a forced run's ingestion copies
+every example instead of reading the images is checked here through the DAG, what it copies is test_reuse.py's.)"""
 
 import json
 import shutil
@@ -74,3 +75,10 @@ def test_unchanged_data_stops_early_and_force_trains_anyway(tiny_demo, tmp_path,
     forced = last_json(capsys.readouterr().out)
     assert forced["fingerprint"]["forced"] is True and forced["stages"] and forced["blessed"] is not None
     assert len(outputs(root, "Trainer", "model")) == len(trained) + 1
+    # ... and its ingestion read no image: every example was copied from the first run's (components/ingest/reuse.py).
+    reports = sorted((root / "ImageExampleGen" / "report").glob("*/ingestion_report.json"),
+                     key=lambda p: int(p.parent.name))
+    ingestion = json.loads(reports[-1].read_text())
+    assert len(reports) == 2 and ingestion["ingested"] == first["ingested"]
+    assert ingestion["reuse"]["reused"] == ingestion["ingested"] and ingestion["reuse"]["read"] == (
+        ingestion["files_seen"] - ingestion["ingested"]), ingestion["reuse"]

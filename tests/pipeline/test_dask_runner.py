@@ -8,7 +8,9 @@ work ran in both worker processes, so a runner that quietly ran it in this proce
 import hashlib
 import json
 import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
 import apache_beam as beam
@@ -97,6 +99,31 @@ def test_ingestion_on_two_dask_workers_writes_what_the_fnapi_runner_writes(clust
     assert any("shuffle" in key for key in keys) and not any("partd" in key for key in keys)
     pids = client.run(os.getpid)
     assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
+
+
+def test_ingestion_reusing_the_last_examples_on_dask_writes_what_a_full_ingestion_writes(cluster, images, tmp_path):
+    """The copy path (components/ingest/reuse.py) on the two workers: the last run's examples read there,
+    matched to the files unchanged, and written with the new files' as a full ingestion writes them."""
+    local, _ = cluster
+    args = config_lib.load(None, {"beam.runner": "dask", "beam.dask_address": local.scheduler_address,
+                                  "beam_pipeline_args": ["--dask_npartitions=4"]}).beam_args()
+    data, root = tmp_path / "data", tmp_path / "root"
+    shutil.copytree(images, data)
+    time.sleep(2.1)  # older than the window in which a file's times are not trusted (image_records.RACY_NS)
+
+    def run(out: Path, pipeline_root) -> dict:
+        return ieg.ingest(beam.Pipeline(options=PipelineOptions(args)), str(data), SPLITS, str(out / "examples"),
+                          str(out / "report"), max_pixels=1_000_000, min_side=8, pipeline_root=pipeline_root)
+
+    run(root / "first", str(root))
+    for i in range(3):
+        (data / "owl" / f"new-{i}.png").write_bytes(encode(noise("RGB", seed=900 + i), "PNG"))
+    (data / "cat" / "5.png").unlink()
+    again = run(root / "again", str(root))
+    full = ingest(config_lib.ThawConfig().beam_args(), data, tmp_path / "full")
+    assert again["reuse"]["reused"] == 35 and again["reuse"]["read"] == 3 + 5  # new, and quarantined before
+    assert {k: v for k, v in again.items() if k != "reuse"} == {k: v for k, v in full.items() if k != "reuse"}
+    assert examples_by_split(root / "again") == examples_by_split(tmp_path / "full")
 
 
 def test_the_runner_keeps_every_branch_each_output_apart_side_inputs_once_and_reads(cluster, tmp_path):

@@ -51,3 +51,27 @@ def test_a_level_deflates_when_asked_and_a_wrong_one_is_refused(tmp_path):
     assert sum(map(os.path.getsize, files)) < sum(map(len, RECORDS)) / 2
     with pytest.raises(ValueError, match="0 \\(stored\\) to 9"):
         tfrecord_files.WriteToGzipTFRecord(str(tmp_path / "x"), 10)
+
+
+@pytest.mark.parametrize("level", [tfrecord_files.STORED, 6])
+def test_read_records_gives_back_what_tensorflow_and_this_module_wrote(tmp_path, level):
+    ours = write(tmp_path, level)
+    reference = str(tmp_path / "tf.tfrecord.gz")
+    with tf.io.TFRecordWriter(reference, options="GZIP") as writer:
+        for record in RECORDS:
+            writer.write(record)
+    for path in ours + [reference]:
+        got = list(tfrecord_files.read_records(path, chunk=1000))  # records straddle many chunks
+        assert sorted(got) == sorted(RECORDS) if path != reference else got == RECORDS
+
+
+def test_read_records_refuses_a_damaged_or_cut_file_naming_it(tmp_path):
+    whole = open(write(tmp_path)[0], "rb").read()
+    flipped, cut = bytearray(whole), tmp_path / "cut.gz"
+    flipped[len(whole) // 2] ^= 0xFF
+    (tmp_path / "flipped.gz").write_bytes(bytes(flipped))
+    cut.write_bytes(whole[:-30])
+    for path, said in ((tmp_path / "flipped.gz", "checksum"), (cut, "cut short")):
+        with pytest.raises(ValueError, match=said) as raised:
+            list(tfrecord_files.read_records(str(path), chunk=1000))  # a record's own checksum fails first
+        assert str(path) in str(raised.value)

@@ -20,6 +20,12 @@ def test_the_gate_and_the_schedule_numbers_are_each_labelled():
     assert "test accuracy 0.7500 (test split, the gate's number (held out: nothing in training saw it))" in lines
 
 
+def test_the_files_ingestion_copied_instead_of_reading_are_said_only_when_there_are_some():
+    assert ("ingestion: 950 files unchanged since the last ingestion (path, label, size and times), their examples "
+            "copied; 50 files read") in summary(reuse={"reused": 950, "read": 50}).lines()
+    assert not any(line.startswith("ingestion:") for line in summary(reuse={"reused": 0, "read": 1000}).lines())
+
+
 def test_a_run_from_before_the_test_split_says_its_number_is_optimistic():
     old = summary(splits={"train": 80, "eval": 20})
     assert old.gate_split == "eval"
