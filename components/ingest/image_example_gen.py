@@ -292,7 +292,7 @@ def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
         items, listing_quarantine = [], [Quarantined(f"{os.path.basename(data)}:{exc.line}", Reason.BAD_MANIFEST_ROW,
                                                      f"{exc.detail}; no row of the manifest was read", exc.line)]
     checks = reuse.checks(max_pixels, min_side, max_file_bytes)
-    plan = reuse.plan(items, pipeline_root, checks, splits, rehash)
+    plan = reuse.plan(items, pipeline_root, checks, rehash)
     limits = dict(max_pixels=max_pixels, min_side=min_side, max_file_bytes=max_file_bytes)
     problem = None
     try:
@@ -334,10 +334,11 @@ def _run(pipeline: beam.Pipeline, plan: reuse.Plan, splits: list, examples_dir: 
         checked = shuffled | "Inspect" >> beam.Map(
             image_records.inspect_item, splits=splits, max_pixels=max_pixels, min_side=min_side,
             max_bytes=max_file_bytes) | "ProgressChecked" >> beam.Map(Progress("checked", len(fresh)))
-        # As JSON text: Beam's Create infers a type from every element, slow on nested dicts. Not reshuffled:
-        # their work is small (no file is read), so one stage fewer.
-        reused = (p | "Reused" >> beam.Create([json.dumps(r) for r in plan.reused], reshuffle=False)
-                  | "ReusedRecords" >> beam.Map(json.loads))
+        # Small tuples (uri, path, label, packed entry), in the graph once (a Create without its reshuffle
+        # holds its values three times: itself, its FlatMap, its pass-through step). Not reshuffled: their
+        # work is small (no file is read), so one stage fewer.
+        reused = p | "Reused" >> beam.Impulse() | "ReusedRecords" >> beam.FlatMap(
+            reuse.reused_records, plan.reused, splits)
         inspected = (checked, reused) | "Flatten" >> beam.Flatten()
         # Copies and label conflicts are judged among decodable images only: a
         # text file under two classes is "not an image", not a conflict.
@@ -357,7 +358,7 @@ def _run(pipeline: beam.Pipeline, plan: reuse.Plan, splits: list, examples_dir: 
                 | "Serialize" >> beam.Map(lambda r: (r["split"], image_records.to_example(r))))
         outcomes = [records | "Outcome" >> beam.Map(image_records.outcome)]
         if plan.reused:
-            keep = dict(map(reuse.keep, plan.reused))
+            keep = beam.pvalue.AsDict(reused | "Keep" >> beam.Map(reuse.keep))  # a side input, not pickled
             # Each file of the last examples read whole by one worker, its records matched as they stream by.
             found = (
                 p

@@ -84,9 +84,12 @@ def read(uri: str, limit: int) -> bytes:
 def file_state(uri: str) -> dict:
     """What says a file is the one recorded, by DataFingerprint's rule: size and modification time, and
     locally the change time too (no tool sets it back, as ``touch`` can the modification time). Empty (never
-    reused) where the store gives no modification time. Beam's FileSystems, not TensorFlow: workers call it."""
+    reused) where the store gives no modification time. Beam's FileSystems, not TensorFlow: workers call it.
+    Remotely one metadata request for this very object (``FileSystem.metadata``: one GET of the object's
+    metadata on gs:// or s3://), never ``match``, which reads ``[ ] * ?`` in a name as a pattern and would
+    give ``photo [1].jpg`` the size and time of ``photo 1.jpg``."""
     if "://" in uri:
-        info = FileSystems.match([uri])[0].metadata_list[0]
+        info = FileSystems.get_filesystem(uri).metadata(uri)
         if not info.last_updated_in_seconds:
             return {}
         return {"size": int(info.size_in_bytes), "mtime_ns": int(info.last_updated_in_seconds * 1e9)}

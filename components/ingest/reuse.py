@@ -40,12 +40,15 @@ import hashlib
 import json
 import logging
 import os
+import struct
+import sys
 import time
+import zlib
 from collections import Counter
 from typing import Iterable, Optional
 
 from components.ingest import image_records
-from components.ingest.image_records import INDEX_KEYS, Item, file_state, split_for
+from components.ingest.image_records import Item, file_state, split_for
 
 RECORD_FILE = "reuse.json"
 INDEX_DIR = "outcomes"  # the report's per-file outcomes: an ingested file's line is its entry (image_records.outcome)
@@ -55,19 +58,38 @@ SCHEME = 1
 log = logging.getLogger(__name__)
 
 
+def libraries() -> dict:
+    """The versions of what decides an example's bytes besides image_records.py: Pillow (what opens, what is
+    corrupt or truncated, the PNG it re-encodes CMYK/16-bit images to) with the codecs and the zlib (or
+    zlib-ng) its wheel bundles, Python's zlib, and Python itself. A new container image with any of them
+    changed reads every file again instead of copying examples another build made."""
+    import PIL
+    from PIL import features
+
+    found = {"pillow": PIL.__version__, "python": sys.version.split()[0], "zlib": zlib.ZLIB_RUNTIME_VERSION}
+    for name in ("zlib", "zlib_ng", "jpg", "libtiff", "jpg_2000", "webp"):  # None: not in this build
+        try:
+            found[f"pillow_{name}"] = features.version(name)
+        except Exception:  # noqa: BLE001 (a name this Pillow does not know)
+            found[f"pillow_{name}"] = None
+    return found
+
+
 def checks(max_pixels: int, min_side: int, max_file_bytes: int) -> dict:
-    """What decides whether a file is ingested and what its tf.Example holds: the limits, and the code that
-    checks and encodes it (image_records.py's bytes: any change to it reads every file again)."""
+    """What decides whether a file is ingested and what its tf.Example holds: the limits, the code that
+    checks and encodes it (image_records.py's bytes: any change to it reads every file again), and the
+    libraries that code calls (``libraries``)."""
     with open(image_records.__file__, "rb") as f:
         code = hashlib.sha256(f.read()).hexdigest()
     return {"scheme": SCHEME, "max_pixels": max_pixels, "min_side": min_side, "max_file_bytes": max_file_bytes,
-            "image_records_sha256": code}
+            "image_records_sha256": code, "libraries": libraries()}
 
 
 @dataclasses.dataclass
 class Plan:
-    """Which files take the full path (``fresh``) and which are copied (``reused``: their records as the
-    first pass would make them, without reading the file), from which examples, and why not more."""
+    """Which files take the full path (``fresh``) and which are copied (``reused``: (uri, shown path,
+    label, packed entry) each, made into the records the first pass would make by ``reused_record`` in the
+    workers, without reading the file), from which examples, and why not more."""
     fresh: list
     reused: list = dataclasses.field(default_factory=list)
     examples: Optional[str] = None  # the last run's Examples folder, as this pod reads it
@@ -91,14 +113,18 @@ def latest_record(pipeline_root: str) -> Optional[str]:
 
     found = []
     for folder, _ in _records(pipeline_root, RECORD_FILE):
-        try:
+        try:  # everything about one record: a damaged or foreign one is skipped, never stops the search
             record = read_json(folder, RECORD_FILE)
+            if not isinstance(record, dict) or not isinstance(record.get("checks"), dict):
+                raise ValueError("not an object with an object 'checks'")
+            if record["checks"].get("scheme") == SCHEME:
+                made_at = record.get("made_at", 0)
+                if isinstance(made_at, bool) or not isinstance(made_at, (int, float)):
+                    raise ValueError(f"made_at is {made_at!r}, not a number")
+                found.append((made_at, folder))
         except Exception as exc:  # noqa: BLE001 (a damaged record only costs reading the files again)
             log.warning("ImageExampleGen: skipping the reuse record %s (%s: %s)", os.path.join(folder, RECORD_FILE),
                         type(exc).__name__, exc)
-            continue
-        if record and record.get("checks", {}).get("scheme") == SCHEME:
-            found.append((record.get("made_at", 0), folder))
     return max(found)[1] if found else None
 
 
@@ -125,21 +151,55 @@ def _examples_intact(record: dict, folder: str) -> tuple[Optional[str], str]:
     return examples, ""
 
 
-def _index(folder: str, uris: set[str]) -> Iterable[dict]:
-    """The record's lines for the files listed now (streamed: only those are kept)."""
+# What the driver keeps of a file it may reuse, packed (~100 bytes a file, not a dict of ~1 KB): its content
+# hash (raw), width, height, and the state recorded (size, mtime_ns, ctime_ns; -1: none, as on a remote store).
+_ENTRY = struct.Struct("<32sIIqqq")
+
+
+def _pack(entry: dict) -> bytes:
+    return _ENTRY.pack(bytes.fromhex(entry["sha256"]), entry["width"], entry["height"], entry["size"],
+                       entry["mtime_ns"], entry.get("ctime_ns", -1))
+
+
+def _same_state(packed: bytes, state: dict) -> bool:
+    return bool(state) and _ENTRY.unpack(packed)[3:] == (state["size"], state["mtime_ns"], state.get("ctime_ns", -1))
+
+
+def _index(folder: str, listed: dict[str, Item]) -> dict[str, bytes]:
+    """uri -> packed entry, for the record's files listed now under the same shown path and label (streamed:
+    only those are kept; keyed by the listing's own uri strings)."""
     import tensorflow as tf
 
+    index = {}
     for part in sorted(tf.io.gfile.glob(os.path.join(folder, INDEX_DIR, "part*"))):
         with tf.io.gfile.GFile(part) as f:
             for line in f:
-                if line.strip():
-                    entry = json.loads(line)
-                    if entry["kind"] == "example" and "size" in entry and entry["uri"] in uris:
-                        yield entry
+                if not line.strip():
+                    continue
+                entry = json.loads(line)
+                item = listed.get(entry.get("uri")) if entry["kind"] == "example" and "size" in entry else None
+                if item and (entry["path"], entry["label"]) == item[1:]:
+                    index[item[0]] = _pack(entry)
+    return index
 
 
-def plan(items: list[Item], pipeline_root: Optional[str], checks_: dict, splits: list,
-         rehash: bool = False, threads: int = 8) -> Plan:
+def reused_records(_impulse, entries: list, splits: list) -> Iterable[dict]:
+    """In the workers: ``reused_record`` of each of ``Plan.reused``."""
+    return (reused_record(entry, splits) for entry in entries)
+
+
+def reused_record(reused: tuple[str, str, str, bytes], splits: list) -> dict:
+    """In the workers: the record the first pass would make of a reused file (``Plan.reused``'s entry), its
+    split recomputed under this run's splits."""
+    uri, path, label, packed = reused
+    sha, width, height, size, mtime_ns, ctime_ns = _ENTRY.unpack(packed)
+    state = {"size": size, "mtime_ns": mtime_ns, **({"ctime_ns": ctime_ns} if ctime_ns != -1 else {})}
+    return {"kind": "example", "uri": uri, "path": path, "label": label, "sha256": sha.hex(), "width": width,
+            "height": height, "state": state, "split": split_for(sha.hex(), splits), "reused": True}
+
+
+def plan(items: list[Item], pipeline_root: Optional[str], checks_: dict, rehash: bool = False,
+         threads: int = 8) -> Plan:
     """Which files can be reused from the newest ingestion record under ``pipeline_root``."""
     if not pipeline_root:
         return everything(items, "no pipeline root to look for an earlier ingestion in")
@@ -158,32 +218,32 @@ def plan(items: list[Item], pipeline_root: Optional[str], checks_: dict, splits:
 
         record = read_json(folder, RECORD_FILE)
         if record["checks"] != checks_:
-            return everything(items, "the ingestion limits or image_records.py changed since the last ingestion")
+            return everything(items, ("the ingestion limits, image_records.py or the libraries it uses (Pillow, zlib) "
+                                    "changed since the last ingestion"))
         examples, problem = _examples_intact(record, folder)
         if examples is None:
             log.warning("ImageExampleGen: cannot reuse the last ingestion's examples: %s; every file is read",
                         problem)
             return everything(items, problem)
         uris, shown_paths = Counter(uri for uri, _, _ in items), Counter(shown for _, shown, _ in items)
-        index = {e["uri"]: e for e in _index(folder, {uri for uri, _, _ in items})}
+        listed = {item[0]: item for item in items if uris[item[0]] == 1 and shown_paths[item[1]] == 1}
+        del uris, shown_paths  # a uri or shown path listed twice is never reused
+        index = _index(folder, listed)
+        del listed
     except Exception as exc:  # noqa: BLE001 (a damaged record: read the files instead)
         log.warning("ImageExampleGen: cannot read the reuse record in %s (%s: %s); every file is read", folder,
                     type(exc).__name__, exc)
         return everything(items, f"the record in {folder} cannot be read")
 
-    def match(item: Item) -> Optional[dict]:
-        uri, shown, label = item
-        old = index.get(uri)
-        if not old or old["path"] != shown or old["label"] != label or uris[uri] > 1 or shown_paths[shown] > 1:
+    def match(item: Item) -> Optional[tuple[str, str, str, bytes]]:
+        packed = index.get(item[0])
+        if packed is None:
             return None
         try:
-            state = file_state(uri)
+            state = file_state(item[0])
         except Exception:  # noqa: BLE001 (gone: the full path quarantines it and says why)
             return None
-        if not state or not all(old.get(key) == value for key, value in state.items()):
-            return None
-        return {"kind": "example", **{key: old[key] for key in INDEX_KEYS}, "state": state,
-                "split": split_for(old["sha256"], splits), "reused": True}
+        return (*item, packed) if _same_state(packed, state) else None
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
         matched = list(pool.map(match, items))
@@ -194,7 +254,8 @@ def plan(items: list[Item], pipeline_root: Optional[str], checks_: dict, splits:
 
 
 def keep(record: dict) -> tuple[str, tuple[str, str, str]]:
-    """shown path -> (label, sha256, split) of a reused file: what ``reused_example`` looks for."""
+    """shown path -> (label, sha256, split) of a reused file: what ``reused_example`` looks for (a side
+    input made in the pipeline, not a dict pickled into it)."""
     return record["path"], (record["label"], record["sha256"], record["split"])
 
 

@@ -3,15 +3,21 @@ ingestion's: the same serialized examples per split and the same report, after f
 of an old one), modified in place at the same size, deleted, and moved to another class. Also: what must make
 it read everything again (settings, data.rehash, a file just written, examples gone or damaged)."""
 
+import gc
+import hashlib
 import json
 import logging
 import os
 import shutil
+import tracemalloc
+import zlib
 from pathlib import Path
 
 import apache_beam as beam
 import pytest
 import tensorflow as tf
+from apache_beam.io.filesystem import BeamIOError, FileMetadata, FileSystem
+from apache_beam.io.filesystems import FileSystems
 
 from components.ingest import image_example_gen as ieg
 from components.ingest import image_records, reuse
@@ -191,3 +197,127 @@ def test_example_fields_reads_what_tensorflow_parses():
     fields = reuse.example_fields(serialized, ["source", "label", "sha256", "image_bytes", "reencoded"])
     assert fields == {key: parsed[key].bytes_list.value[0]
                       for key in ("source", "label", "sha256", "image_bytes", "reencoded")}
+
+
+class FakeStore(FileSystem):
+    """A Beam file system that is not local (``thawfake://``), taken by FileSystems exactly as gs:// and s3://
+    are; ``match`` is Beam's own, so ``[1]`` in a name is a pattern to it as it is on GCS. Counts requests."""
+
+    objects: dict[str, tuple[int, float]] = {}  # path -> (size, last updated in seconds)
+    requests: list[str] = []
+
+    @classmethod
+    def scheme(cls):
+        return "thawfake"
+
+    def has_dirs(self):
+        return False
+
+    def _list(self, prefix):
+        FakeStore.requests.append("list")
+        return [FileMetadata(p, size, t) for p, (size, t) in sorted(self.objects.items()) if p.startswith(prefix)]
+
+    def exists(self, path):
+        FakeStore.requests.append("exists")
+        return path in self.objects
+
+    def metadata(self, path):
+        FakeStore.requests.append("metadata")
+        if path not in self.objects:
+            raise BeamIOError("Metadata operation failed", {path: FileNotFoundError(path)})
+        return FileMetadata(path, *self.objects[path])
+
+    def _unused(self, *args, **kwargs):
+        raise NotImplementedError
+
+    join = split = mkdirs = create = open = copy = rename = size = last_updated = delete = _unused
+
+
+def test_a_remote_name_with_glob_characters_is_stated_as_itself_in_one_request(monkeypatch):
+    monkeypatch.setattr(FakeStore, "objects", {"thawfake://b/cat/photo [1].jpg": (5, 100.0),
+                                               "thawfake://b/cat/photo 1.jpg": (9, 200.0)})
+    monkeypatch.setattr(FakeStore, "requests", [])
+    assert FileSystems.get_filesystem("thawfake://b/x") is not None  # the same lookup gs:// goes through
+    assert image_records.file_state("thawfake://b/cat/photo [1].jpg") == {"size": 5, "mtime_ns": 100_000_000_000}
+    assert FakeStore.requests == ["metadata"]  # one request per stat, not exists() + metadata() or a listing
+    with pytest.raises(BeamIOError):  # gone: not another file's state
+        image_records.file_state("thawfake://b/cat/photo [2].jpg")
+
+
+def test_the_checks_hold_the_library_versions_that_decide_the_bytes(tmp_path, no_racy_window, monkeypatch):
+    import PIL
+
+    base = reuse.checks(50_000_000, 1, 64 << 20)
+    for module, name in ((PIL, "__version__"), (zlib, "ZLIB_RUNTIME_VERSION")):
+        with monkeypatch.context() as m:
+            m.setattr(module, name, "0.0-another-build")
+            assert reuse.checks(50_000_000, 1, 64 << 20) != base, name
+    data, root = tmp_path / "data", tmp_path / "root"
+    make_data(data)
+    run(data, root / "first", root)
+    monkeypatch.setattr(PIL, "__version__", "0.0-another-build")  # a new container image: read everything
+    again = run(data, root / "again", root)
+    assert again["reuse"]["reused"] == 0 and "libraries" in again["reuse"]["why"]
+
+
+def test_a_reuse_record_that_is_not_what_it_should_be_is_skipped_with_a_warning(tmp_path, caplog):
+    good = {"checks": reuse.checks(1, 1, 1), "made_at": 5.0}
+    bad = {"list": [1, 2], "checks_text": {"checks": "x"}, "made_at_text": {**good, "made_at": "yesterday"},
+           "null": None}
+    for name, record in {"good": good, **bad}.items():
+        write(tmp_path / name / reuse.RECORD_FILE, json.dumps(record).encode())
+    with caplog.at_level(logging.WARNING):
+        assert reuse.latest_record(str(tmp_path)) == str(tmp_path / "good")
+    for name in bad:
+        assert str(tmp_path / name / reuse.RECORD_FILE) in caplog.text, name
+
+
+def unchanged_record(tmp_path: Path, n: int) -> tuple[list, Path, dict]:
+    """``n`` local files and an ingestion record under a pipeline root listing each one as unchanged."""
+    data, report = tmp_path / "data", tmp_path / "root" / "report"
+    shard = tmp_path / "root" / "examples" / "Split-train" / "data-00000.gz"
+    write(shard, b"\0" * 10)
+    items, lines = [], []
+    for i in range(n):
+        shown = f"cat/IMG_{hashlib.md5(str(i).encode()).hexdigest()[:12]}.jpg"
+        write(data / shown, b"x" * (i % 97 + 1))
+        items.append((str(data / shown), shown, "cat"))
+        lines.append(json.dumps({"kind": "example", "split": "train", "uri": items[-1][0], "path": shown,
+                                 "label": "cat", "sha256": hashlib.sha256(shown.encode()).hexdigest(),
+                                 "width": 640, "height": 480, **image_records.file_state(items[-1][0])}))
+    write(report / "outcomes" / "part-00000.jsonl", ("\n".join(lines) + "\n").encode())
+    checks = reuse.checks(50_000_000, 1, 64 << 20)
+    write(report / reuse.RECORD_FILE, json.dumps({
+        "checks": checks, "examples": str(shard.parent.parent), "made_at": 1.0,
+        "shards": [{"file": "Split-train/data-00000.gz", "size": 10}]}).encode())
+    return items, tmp_path / "root", checks
+
+
+def test_reuse_keeps_little_per_file_in_the_driver_and_in_the_pipeline_graph(tmp_path):
+    """Before: ~0.9 KB a file held by the plan, and a dict per reused file pickled into the graph."""
+    n = 2000
+    items, root, checks = unchanged_record(tmp_path, n)
+    reuse.plan(items[:5], str(root), checks)  # imports, caches
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        plan = reuse.plan(items, str(root), checks)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert len(plan.reused) == n, plan.why
+    assert held / n < 300, held / n
+
+    class NotRun(beam.Pipeline):
+        def run(self, test_runner_api="AUTO"):
+            return type("Done", (), {"wait_until_finish": lambda self: None})()
+
+    sizes = []
+    for the_plan in (reuse.Plan(list(items)), plan):  # every file read / every file reused
+        p = NotRun()
+        ieg._run(p, the_plan, SPLITS, str(tmp_path / "e"), str(tmp_path / "r"), 50_000_000, 1, 64 << 20)
+        sizes.append(len(p.to_runner_api().SerializeToString()))
+    # The reused files' tuples against the fresh ones' (uri, path, label); a hash and a few numbers more.
+    assert (sizes[1] - sizes[0]) / n < 100, sizes
