@@ -245,8 +245,10 @@ def plan(items: list[Item], pipeline_root: Optional[str], checks_: dict, rehash:
             return None
         return (*item, packed) if _same_state(packed, state) else None
 
+    matched = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
-        matched = list(pool.map(match, items))
+        for start in range(0, len(items), 4096):  # a Future (~0.5 KB) per file in flight, not per file listed
+            matched.extend(pool.map(match, items[start:start + 4096]))
     reused = [m for m in matched if m]
     fresh = [item for item, m in zip(items, matched) if not m]
     shards = [os.path.join(examples, shard["file"]) for shard in record["shards"]]
