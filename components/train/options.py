@@ -194,16 +194,16 @@ def default_stages() -> list[StageConfig]:
     return [
         # The new head alone, on the frozen backbone's features, at a constant rate.
         StageConfig(name="head", epochs=10, trainable="none", learning_rate=3e-3, decay="constant"),
-        # Then the backbone from the top down, a block at a time as val_loss
-        # stalls, at a lower rate that warms up (the new head's gradients are
-        # large at first) and decays on a cosine, ending with the best epoch's
-        # weights, or with the head's if no epoch beat them on validation.
-        # Not yet re-chosen on validation splits of real photos (issue 22: the
-        # bench.transfer --candidates runs in the README's Benchmarks have not
-        # run); 3e-4 and up to 4 blocks did better on the solar cells' test
-        # photos, which must not choose.
-        StageConfig(name="fine_tune", epochs=10, trainable="auto", learning_rate=1e-3,
-                    warmup_epochs=1, patience=2, auto_max_blocks=2),
+        # Then the whole backbone, at rates from a hundredth of the stage's at the stem to the full rate at
+        # the top (the lower a block, the less it moves), warming up over an epoch (the new head's gradients
+        # are large at first) and decaying on a cosine, ending with the best epoch's weights by val_loss, or
+        # with the head's if no epoch beat them. Chosen on validation accuracy alone (issue 22; README,
+        # "Transfer on real photos"): among five fine-tuning stages on the solar cells (30 and 100 per class)
+        # and LFW's faces (30), seeds 0-2, it tied for the best score with the whole backbone at 3e-4, and won
+        # on validation loss by the rule written down before the runs. The stage it replaces (trainable auto
+        # at 1e-3, up to 2 blocks, patience 2) never beat the head's weights at 100 per class.
+        StageConfig(name="fine_tune", epochs=10, trainable="all", learning_rate=1e-3, warmup_epochs=1,
+                    stem_lr_factor=0.01),
     ]
 
 

@@ -36,7 +36,7 @@ def test_defaults_are_valid_and_train_the_imagenet_backbone_at_its_own_size(work
     assert config.backbone.path == str(pretrained.cached_dir() / "backbone.keras")
     assert "/backbones/efficientnet_lite0-" in config.backbone.path
     assert config.backbone.image_size == 224 and config.backbone.is_default()
-    assert [(s.name, s.trainable) for s in config.training.stages] == [("head", "none"), ("fine_tune", "auto")]
+    assert [(s.name, s.trainable) for s in config.training.stages] == [("head", "none"), ("fine_tune", "all")]
     assert config.training.stages[1].learning_rate < config.training.stages[0].learning_rate
     assert config.output_dir == str(workdir / "thaw-output")
     assert config.metadata_path == str(workdir / "thaw-output" / "metadata.sqlite")
