@@ -47,7 +47,7 @@ from tfx.types import standard_artifacts
 from components.artifacts import DataFingerprint as DataFingerprintArtifact
 from components.artifacts import read_json, store_mount, stored_uri, write_json
 from components.gate.baseline import RECORD_FILE, _readable_root, _records
-from components.ingest.image_records import RACY_NS, Refused, read
+from components.ingest.image_records import RACY_NS, Refused, file_state, read, trusted_state
 from components.ingest.manifest import ManifestError
 from components.ingest.run_parameters import check_run_parameters
 from components.spec import ConfigError
@@ -58,19 +58,6 @@ FILES_FILE = "files.jsonl"
 SCHEME = 1
 _RACY_NS = RACY_NS  # 2 s, as ingestion's reuse record (image_records.trusted_state)
 log = logging.getLogger(__name__)
-
-
-def file_state(uri: str) -> dict:
-    """What says a file is the one recorded: its size and modification time, and locally its change
-    time too (which no tool can set back, as ``touch`` can the modification time). Empty (never
-    reused) where the store gives no modification time: size alone cannot tell a rewritten file."""
-    if "://" in uri:
-        info = tf.io.gfile.stat(uri)
-        if not info.mtime_nsec:
-            return {}
-        return {"size": int(info.length), "mtime_ns": int(info.mtime_nsec)}
-    info = os.stat(uri)
-    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "ctime_ns": info.st_ctime_ns}
 
 
 def hash_file(uri: str, limit: int) -> str:
@@ -100,9 +87,7 @@ def _entry(item: tuple[str, str, str], previous: dict[str, dict], rehash: bool,
     # A file that changed while it was hashed is recorded without its times, so the next run hashes it again;
     # so is one changed within the last _RACY_NS: on a file system with coarse timestamps a later write in
     # the same tick could leave size and times as recorded (git's "racily clean" entries).
-    newest = max(state.get("mtime_ns", 0), state.get("ctime_ns", 0))
-    if file_state(uri) != state or time.time_ns() - newest < _RACY_NS:
-        state = {}
+    state = trusted_state(state, file_state(uri), _RACY_NS)
     return {"uri": uri, "path": shown, "label": label, **state, "sha256": sha256, "reused": False}
 
 

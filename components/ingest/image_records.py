@@ -104,11 +104,13 @@ def _state_or_empty(uri: str) -> dict:
         return {}
 
 
-def trusted_state(before: dict, after: dict) -> dict:
+def trusted_state(before: dict, after: dict, racy_ns: Optional[int] = None) -> dict:
     """The state to record for a file read between two looks at it: empty (so the next run reads it again)
-    when it changed in between, or changed within RACY_NS of now."""
+    when it changed in between, or changed within ``racy_ns`` (default RACY_NS) of now. DataFingerprint's
+    rule too."""
     newest = max(after.get("mtime_ns", 0), after.get("ctime_ns", 0))
-    return after if before and after == before and time.time_ns() - newest >= RACY_NS else {}
+    window = RACY_NS if racy_ns is None else racy_ns
+    return after if before and after == before and time.time_ns() - newest >= window else {}
 
 
 def content_key(record: dict) -> tuple[str, tuple[str, str]]:
