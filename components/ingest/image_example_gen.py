@@ -36,7 +36,7 @@ from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 
-from components.ingest import image_records, reuse, tfrecord_files
+from components.ingest import bundle_files, image_records, reuse, tfrecord_files
 from components.artifacts import IngestionReport, write_json
 from components.ingest.image_records import Item
 from components.ingest.manifest import ManifestError, read_rows
@@ -45,7 +45,7 @@ from components.ingest.run_parameters import check_run_parameters
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
 REPORT_FILE = "ingestion_report.json"
-_SPLIT_PREFIX = "Split-"
+_SPLIT_PREFIX = bundle_files.SPLIT_PREFIX
 _SIZE_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048)
 # The Examples' gzip deflate level: stored, since image files are compressed already (tfrecord_files.py).
 EXAMPLES_DEFLATE_LEVEL = tfrecord_files.STORED
@@ -70,6 +70,14 @@ class Progress:
     def __init__(self, what: str, total: int, every_s: float = 10.0):
         self.what, self.total, self.every_s = what, total, every_s
         self.key = uuid.uuid4().hex
+
+    def around(self, fn):
+        """``fn``, counting each element it is called on."""
+        def counted(element, *args, **kwargs):
+            result = fn(element, *args, **kwargs)
+            self(element)
+            return result
+        return counted
 
     def __call__(self, element):
         with Progress._lock:
@@ -326,62 +334,54 @@ def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
 
 def _run(pipeline: beam.Pipeline, plan: reuse.Plan, splits: list, examples_dir: str, report_dir: str,
          max_pixels: int, min_side: int, max_file_bytes: int) -> None:
-    """The Beam pipeline: the full path for ``plan.fresh``, copies from the last examples for ``plan.reused``."""
+    """The Beam pipeline: the full path for ``plan.fresh``, copies from the last examples for ``plan.reused``.
+
+    Few steps on purpose: each costs Beam a fixed share per run whatever the number of files (on the
+    FnApiRunner 10-30 ms), and each step an element passes through costs it a share per file."""
     split_names = [name for name, _ in splits]
-    fresh = plan.fresh
-    with pipeline as p:
-        shuffled = p | "List" >> beam.Create(fresh) | "Distribute" >> beam.Reshuffle()
-        checked = shuffled | "Inspect" >> beam.Map(
-            image_records.inspect_item, splits=splits, max_pixels=max_pixels, min_side=min_side,
-            max_bytes=max_file_bytes) | "ProgressChecked" >> beam.Map(Progress("checked", len(fresh)))
-        # Small tuples (uri, path, label, packed entry), in the graph once (a Create without its reshuffle
-        # holds its values three times: itself, its FlatMap, its pass-through step). Not reshuffled: their
-        # work is small (no file is read), so one stage fewer.
-        reused = p | "Reused" >> beam.Impulse() | "ReusedRecords" >> beam.FlatMap(
-            reuse.reused_records, plan.reused, splits)
-        inspected = (checked, reused) | "Flatten" >> beam.Flatten()
-        # Copies and label conflicts are judged among decodable images only: a
-        # text file under two classes is "not an image", not a conflict.
-        drops = (
-            inspected
-            | "Decodable" >> beam.Filter(image_records.is_example)
-            | "ByContent" >> beam.Map(image_records.content_key)
-            | "GroupByContent" >> beam.GroupByKey()
-            | "FindDuplicates" >> beam.FlatMap(image_records.decide_duplicates)
-        )
-        dropped = beam.pvalue.AsDict(drops)
-        records = inspected | "Finish" >> beam.Map(image_records.finish, dropped=dropped,
-                                                   max_bytes=max_file_bytes) | "ProgressDone" >> beam.Map(
-            Progress("done", len(fresh)))
-        made = (records
-                | "Ingested" >> beam.Filter(lambda r: image_records.is_example(r) and not r.get("reused"))
-                | "Serialize" >> beam.Map(lambda r: (r["split"], image_records.to_example(r))))
-        outcomes = [records | "Outcome" >> beam.Map(image_records.outcome)]
-        if plan.reused:
-            keep = beam.pvalue.AsDict(reused | "Keep" >> beam.Map(reuse.keep))  # a side input, not pickled
-            # Each file of the last examples read whole by one worker, its records matched as they stream by.
-            found = (
-                p
-                | "LastFiles" >> beam.Create(plan.shards, reshuffle=len(plan.shards) > _SHARDS_READ_IN_ONE)
-                | "ReadLast" >> beam.FlatMap(tfrecord_files.read_records)
-                | "Match" >> beam.FlatMap(reuse.reused_example, keep=keep, dropped=dropped)
-            )
-            outcomes.append(found | "Found" >> beam.Map(reuse.found_line))
-            made = (made, found | "Copied" >> beam.Map(lambda f: (f[0], f[2]))) | "All" >> beam.Flatten()
-        parts = made | "BySplit" >> beam.Partition(lambda f, _n: split_names.index(f[0]), len(split_names))
-        for name, part in zip(split_names, parts):
-            _ = (
-                part
-                | f"Records[{name}]" >> beam.Map(lambda f: f[1])
-                | f"Write[{name}]" >> tfrecord_files.WriteToGzipTFRecord(
-                    os.path.join(examples_dir, _SPLIT_PREFIX + name, "data_tfrecord"), EXAMPLES_DEFLATE_LEVEL)
-            )
-        _ = (
-            outcomes
-            | "Outcomes" >> beam.Flatten()
-            | "WriteOutcomes" >> beam.io.WriteToText(os.path.join(report_dir, "outcomes", "part"),
-                                                     file_name_suffix=".jsonl")
-        )
+    fresh, temp = plan.fresh, bundle_files.temp_dir(examples_dir)
+    try:
+        with pipeline as p:
+            # Create spreads the files over the workers itself (its own reshuffle, for more than one).
+            inspected = p | "List" >> beam.Create(fresh) | "Inspect" >> beam.Map(
+                Progress("checked", len(fresh)).around(image_records.inspect_item), splits=splits,
+                max_pixels=max_pixels, min_side=min_side, max_bytes=max_file_bytes)
+            if plan.reused:
+                # Small tuples (uri, path, label, packed entry), in the graph once (a Create without its
+                # reshuffle holds its values three times: itself, its FlatMap, its pass-through step). Not
+                # reshuffled: their work is small (no file is read), so one stage fewer.
+                reused = p | "Reused" >> beam.Impulse() | "ReusedRecords" >> beam.FlatMap(
+                    reuse.reused_records, plan.reused, splits)
+                inspected = (inspected, reused) | "Flatten" >> beam.Flatten()
+            # Copies and label conflicts are judged among decodable images only, by content hash.
+            dropped = beam.pvalue.AsDict(
+                inspected
+                | "ByContent" >> beam.FlatMap(image_records.content_keys)
+                | "GroupByContent" >> beam.GroupByKey()
+                | "FindDuplicates" >> beam.FlatMap(image_records.decide_duplicates))
+            written = inspected | "Finish" >> beam.Map(
+                Progress("done", len(fresh)).around(image_records.written), dropped=dropped,
+                max_bytes=max_file_bytes)
+            if plan.reused:
+                keep = beam.pvalue.AsDict(reused | "Keep" >> beam.Map(reuse.keep))  # a side input, not pickled
+                # Each file of the last examples read whole by one worker, its records matched as they stream by.
+                found = (
+                    p
+                    | "LastFiles" >> beam.Create(plan.shards, reshuffle=len(plan.shards) > _SHARDS_READ_IN_ONE)
+                    | "ReadLast" >> beam.FlatMap(tfrecord_files.read_records)
+                    | "Match" >> beam.FlatMap(reuse.reused_example, keep=keep, dropped=dropped)
+                    | "Found" >> beam.Map(lambda f: (f[0], f[2], reuse.found_line(f)))
+                )
+                written = (written, found) | "All" >> beam.Flatten()
+            _ = (written
+                 | "Write" >> beam.ParDo(bundle_files.BundleWriter(temp, EXAMPLES_DEFLATE_LEVEL))
+                 | "Bundles" >> beam.GroupByKey()
+                 | "Commit" >> beam.Map(bundle_files.commit, temp, examples_dir, report_dir, split_names,
+                                        EXAMPLES_DEFLATE_LEVEL))
+        bundle_files.finish(temp, examples_dir, report_dir, split_names, EXAMPLES_DEFLATE_LEVEL)
+    except BaseException:
+        bundle_files.discard(temp)
+        raise
 
 
 @tfx.dsl.components.component(use_beam=True)

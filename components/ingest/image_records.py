@@ -339,5 +339,22 @@ def is_example(record: dict) -> bool:
     return record["kind"] == "example"
 
 
+def content_keys(record: dict) -> Iterable[tuple[str, tuple[str, str]]]:
+    """``content_key`` of a decodable image; nothing for a quarantined file (a text file under two classes
+    is "not an image", not a conflict)."""
+    if record["kind"] == "example":
+        yield content_key(record)
+
+
+def written(record: dict, dropped: dict, max_bytes: int) -> tuple[Optional[str], Optional[bytes], str]:
+    """Second pass, per file: ``finish``, then what the writer writes of it (bundle_files.BundleWriter):
+    (split, its tf.Example) for an image to write, else (None, None); and its outcome line. A reused file's
+    example is the last run's record, copied (``reuse.reused_example``)."""
+    record = finish(record, dropped, max_bytes)
+    if record["kind"] == "example" and not record.get("reused"):
+        return record["split"], to_example(record), outcome(record)
+    return None, None, outcome(record)
+
+
 def split_index(record: dict, _count: int, split_names: list[str]) -> int:
     return split_names.index(record["split"])

@@ -1,0 +1,142 @@
+"""Ingestion's one writer: every file of a bundle (its examples, one gzipped TFRecord file per split, and its
+outcome lines), named when the bundle ends and moved to its final name once every bundle has.
+
+Ingestion used Beam's file sinks, one per split and one for the report's outcomes. Each is a composite of
+about eight steps with side inputs, and each step costs Beam a share of its fixed cost per run: the four
+sinks were about 40 of the pipeline's 85 steps, and its fixed cost was as large as the work of 400 images on
+two cores (bench.ingestion). Here one step writes them all and two more commit them, as the sinks do:
+
+- ``BundleWriter`` writes each bundle's files into a temporary folder, opening a file only for what the
+  bundle holds, and when the bundle ends closes them and names them in its one output;
+- ``commit``, once after every bundle (a group on one key), moves the files that bundles which succeeded
+  named to the names Beam's sinks give (``Split-<name>/data_tfrecord-00000-of-00002.gz``,
+  ``outcomes/part-00000-of-00001.jsonl``), and removes the temporary folder, with whatever a failed and
+  retried bundle left there. A split that no bundle wrote gets one empty file, as from Beam's sink; when no
+  bundle ran at all, the driver calls ``commit`` itself (``finish``). A retried commit skips the moves
+  done already.
+
+Files go through Beam's FileSystems (local paths, mounted volumes, gs://, s3://): no TensorFlow in workers.
+"""
+
+import uuid
+from typing import Iterable, Optional
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms import window
+
+from components.ingest.tfrecord_files import GzipWriter, frame
+
+SPLIT_PREFIX = "Split-"
+EXAMPLES_FILE = "data_tfrecord"  # the prefix Beam's WriteToTFRecord and TFX's ExampleGen give
+OUTCOMES_DIR = "outcomes"
+_OUTCOMES = "outcomes"  # the key of a bundle's outcome file (split keys are "Split-<name>")
+
+# One element for the writer: (split name, serialized tf.Example) to write, or (None, None); and the
+# file's outcome line for the report (image_records.outcome).
+Written = tuple[Optional[str], Optional[bytes], str]
+
+
+def temp_dir(examples_dir: str) -> str:
+    """A fresh temporary folder inside the Examples artifact, which no reader of its splits globs."""
+    return FileSystems.join(examples_dir, f".writing-{uuid.uuid4().hex}")
+
+
+class BundleWriter(beam.DoFn):
+    """Writes each element's example into its split's file of this bundle, and its outcome line into the
+    bundle's outcome file; outputs ``(0, [(key, temporary path), ...])`` when the bundle ends."""
+
+    def __init__(self, temp: str, level: int):
+        self.temp, self.level = temp, level
+        self._files: dict = {}
+
+    def start_bundle(self):
+        self._files = {}
+
+    def _open(self, key: str, suffix: str):
+        if key not in self._files:
+            path = FileSystems.join(self.temp, f"{key}-{uuid.uuid4().hex}{suffix}")
+            raw = FileSystems.create(path, mime_type="application/octet-stream",
+                                     compression_type=CompressionTypes.UNCOMPRESSED)
+            self._files[key] = (path, GzipWriter(raw, self.level) if suffix == ".gz" else raw)
+        return self._files[key][1]
+
+    def process(self, element: Written):
+        split, example, line = element
+        if example is not None:
+            out = self._open(SPLIT_PREFIX + split, ".gz")
+            head, tail = frame(example)
+            out.write(head)
+            out.write(example)
+            out.write(tail)
+        self._open(_OUTCOMES, ".jsonl").write(line.encode("utf-8") + b"\n")
+
+    def finish_bundle(self):
+        files = [(key, path) for key, (path, _) in self._files.items()]
+        for _, handle in self._files.values():
+            handle.close()
+        self._files = {}
+        if files:
+            yield window.GlobalWindows.windowed_value((0, files))
+
+
+def _targets(files: Iterable[tuple[str, str]], examples_dir: str, report_dir: str,
+             split_names: list[str]) -> list[tuple[Optional[str], str]]:
+    """(temporary path or None for an empty file, final path) of every output file, numbered per folder."""
+    by_key: dict[str, list[str]] = {}
+    for key, path in files:
+        by_key.setdefault(key, []).append(path)
+    folders = [(SPLIT_PREFIX + name, FileSystems.join(examples_dir, SPLIT_PREFIX + name), EXAMPLES_FILE, ".gz")
+               for name in split_names] + [(_OUTCOMES, FileSystems.join(report_dir, OUTCOMES_DIR), "part", ".jsonl")]
+    targets = []
+    for key, folder, prefix, suffix in folders:
+        paths = sorted(by_key.get(key, [])) or [None]
+        for number, path in enumerate(paths):
+            targets.append((path, FileSystems.join(folder, f"{prefix}-{number:05d}-of-{len(paths):05d}{suffix}")))
+    return targets
+
+
+def commit(group: tuple[int, Iterable[list]], temp: str, examples_dir: str, report_dir: str,
+           split_names: list[str], level: int) -> None:
+    """Moves the files the bundles named to their final names, writes an empty file where none was, and
+    removes the temporary folder."""
+    _, bundles = group
+    for source, target in _targets((f for files in bundles for f in files), examples_dir, report_dir, split_names):
+        folder = target.rsplit("/", 1)[0]
+        if not FileSystems.exists(folder):
+            FileSystems.mkdirs(folder)
+        if source is None:
+            if not FileSystems.exists(target):
+                raw = FileSystems.create(target, compression_type=CompressionTypes.UNCOMPRESSED)
+                (GzipWriter(raw, level) if target.endswith(".gz") else raw).close()
+        elif FileSystems.exists(source):
+            FileSystems.rename([source], [target])
+        elif not FileSystems.exists(target):  # neither moved before (a retried commit) nor there to move
+            raise FileNotFoundError(f"{source}: a file a bundle wrote is gone before it was committed as {target}")
+    _remove(temp)
+
+
+def _remove(folder: str) -> None:
+    """The folder and its files, on any store (an object store has files under a prefix, not folders)."""
+    leftover = [m.path for found in FileSystems.match([FileSystems.join(folder, "*")]) for m in found.metadata_list]
+    if leftover:
+        FileSystems.delete(leftover)
+    if FileSystems.exists(folder):
+        FileSystems.delete([folder])
+
+
+def finish(temp: str, examples_dir: str, report_dir: str, split_names: list[str], level: int) -> None:
+    """After the pipeline: when no bundle wrote anything (nothing to ingest), ``commit`` did not run (it
+    always leaves an outcomes file); run it here, so every split and the outcomes have their (empty) file."""
+    if not FileSystems.match([FileSystems.join(report_dir, OUTCOMES_DIR, "part-*")])[0].metadata_list:
+        commit((0, []), temp, examples_dir, report_dir, split_names, level)
+
+
+def discard(temp: str) -> None:
+    """After a failed pipeline: what its bundles wrote is removed (the outputs already committed are the
+    caller's to remove)."""
+    try:
+        _remove(temp)
+    except Exception:  # noqa: BLE001 (cleaning up must not hide the failure being handled)
+        pass
