@@ -33,9 +33,11 @@ EXAMPLES_FILE = "data_tfrecord"  # the prefix Beam's WriteToTFRecord and TFX's E
 OUTCOMES_DIR = "outcomes"
 _OUTCOMES = "outcomes"  # the key of a bundle's outcome file (split keys are "Split-<name>")
 
-# One element for the writer: (split name, serialized tf.Example) to write, or (None, None); and the
-# file's outcome line for the report (image_records.outcome).
-Written = tuple[Optional[str], Optional[bytes], str]
+FILES = "files"  # the tagged output in which a writing step names its bundle's files
+
+# One element for ``BundleWriter``: (split name, serialized tf.Example) to write, or (None, None); and an
+# outcome line for the report, or None.
+Written = tuple[Optional[str], Optional[bytes], Optional[str]]
 
 
 def temp_dir(examples_dir: str) -> str:
@@ -43,42 +45,87 @@ def temp_dir(examples_dir: str) -> str:
     return FileSystems.join(examples_dir, f".writing-{uuid.uuid4().hex}")
 
 
-class BundleWriter(beam.DoFn):
-    """Writes each element's example into its split's file of this bundle, and its outcome line into the
-    bundle's outcome file; outputs ``(0, [(key, temporary path), ...])`` when the bundle ends."""
+class BundleFiles:
+    """The files of one bundle in the temporary folder, each opened when first written to."""
 
     def __init__(self, temp: str, level: int):
         self.temp, self.level = temp, level
         self._files: dict = {}
 
-    def start_bundle(self):
-        self._files = {}
-
-    def _open(self, key: str, suffix: str):
+    def _open(self, key: str, suffix: str) -> tuple[str, object]:
         if key not in self._files:
             path = FileSystems.join(self.temp, f"{key}-{uuid.uuid4().hex}{suffix}")
             raw = FileSystems.create(path, mime_type="application/octet-stream",
                                      compression_type=CompressionTypes.UNCOMPRESSED)
             self._files[key] = (path, GzipWriter(raw, self.level) if suffix == ".gz" else raw)
-        return self._files[key][1]
+        return self._files[key]
+
+    def example(self, split: str, serialized: bytes) -> str:
+        """Writes a record into the split's file; returns that file's (temporary) path."""
+        path, out = self._open(SPLIT_PREFIX + split, ".gz")
+        head, tail = frame(serialized)
+        out.write(head)
+        out.write(serialized)
+        out.write(tail)
+        return path
+
+    def line(self, text: str) -> None:
+        self._open(_OUTCOMES, ".jsonl")[1].write(text.encode("utf-8") + b"\n")
+
+    def close(self) -> list[tuple[str, str]]:
+        """Closes every file; (key, temporary path) of each."""
+        named = [(key, path) for key, (path, _) in self._files.items()]
+        for _, handle in self._files.values():
+            handle.close()
+        self._files = {}
+        return named
+
+
+class BundleWriter(beam.DoFn):
+    """Writes each element (``Written``) into this bundle's files; when the bundle ends, outputs
+    ``(0, [(key, temporary path), ...])``, in the ``FILES`` output when ``tagged`` (a subclass that
+    outputs elements of its own), else as its only output."""
+
+    def __init__(self, temp: str, level: int, tagged: bool = False):
+        self.temp, self.level, self.tagged = temp, level, tagged
+        self.files: Optional[BundleFiles] = None
+
+    def start_bundle(self):
+        self.files = BundleFiles(self.temp, self.level)
 
     def process(self, element: Written):
         split, example, line = element
         if example is not None:
-            out = self._open(SPLIT_PREFIX + split, ".gz")
-            head, tail = frame(example)
-            out.write(head)
-            out.write(example)
-            out.write(tail)
-        self._open(_OUTCOMES, ".jsonl").write(line.encode("utf-8") + b"\n")
+            self.files.example(split, example)
+        if line is not None:
+            self.files.line(line)
 
     def finish_bundle(self):
-        files = [(key, path) for key, (path, _) in self._files.items()]
-        for _, handle in self._files.values():
-            handle.close()
-        self._files = {}
-        if files:
-            yield window.GlobalWindows.windowed_value((0, files))
+        named = self.files.close()
+        if named:
+            value = window.GlobalWindows.windowed_value((0, named))
+            yield beam.pvalue.TaggedOutput(FILES, value) if self.tagged else value
+
+
+def drop_records(group: tuple[str, Iterable[str]], level: int) -> str:
+    """Rewrites one temporary examples file without the records of ``paths`` (copies found after they
+    were written: matched by the example's ``source``); returns the file. Run again, it drops nothing more."""
+    from components.ingest.reuse import example_fields
+    from components.ingest.tfrecord_files import read_records
+
+    path, paths = group
+    paths = set(paths)
+    kept = f"{path}.kept"
+    out = GzipWriter(FileSystems.create(kept, compression_type=CompressionTypes.UNCOMPRESSED), level)
+    for record in read_records(path):
+        if example_fields(record, ("source",)).get("source", b"").decode("utf-8") not in paths:
+            head, tail = frame(record)
+            out.write(head)
+            out.write(record)
+            out.write(tail)
+    out.close()
+    FileSystems.rename([kept], [path])
+    return path
 
 
 def _targets(files: Iterable[tuple[str, str]], examples_dir: str, report_dir: str,
@@ -98,9 +145,9 @@ def _targets(files: Iterable[tuple[str, str]], examples_dir: str, report_dir: st
 
 
 def commit(group: tuple[int, Iterable[list]], temp: str, examples_dir: str, report_dir: str,
-           split_names: list[str], level: int) -> None:
+           split_names: list[str], level: int, after: Iterable = ()) -> None:
     """Moves the files the bundles named to their final names, writes an empty file where none was, and
-    removes the temporary folder."""
+    removes the temporary folder. ``after``: a side input that makes this step wait (``drop_records``)."""
     _, bundles = group
     for source, target in _targets((f for files in bundles for f in files), examples_dir, report_dir, split_names):
         folder = target.rsplit("/", 1)[0]

@@ -7,13 +7,15 @@ with a reason code and its detail (``quarantine.py``), listed in the report
 artifact. Splits are assigned by a hash of each image's content, so adding
 images never reshuffles the ones already there.
 
-It runs as a Beam pipeline in two passes, so memory stays flat however many
-images there are: the first reads and hashes every file and groups only the
-hashes (to keep one copy of identical content); the second reads, checks,
-serializes and writes each image in one fused step, so no image's bytes are
-ever held for a grouping or shipped between workers. A file unchanged since the
-last ingestion is not read at all: its tf.Example is copied from that run's
-examples (``reuse.py``).
+It runs as a Beam pipeline that reads each file once, so memory stays flat
+however many images there are: each worker checks a file and writes its
+tf.Example into its bundle's file of the split at once, and only a small record
+of it (hash, path, label, size) goes on, to find copies of the same content;
+copies found are then removed from the files they were written to, usually
+none. No image's bytes are ever held for a grouping or shipped between workers.
+A file unchanged since the last ingestion is not read at all: its tf.Example is
+copied from that run's examples (``reuse.py``). Every file is written by
+``bundle_files.py``, committed to its final name once every bundle has ended.
 
 Long because it holds the listing of folders and manifests, the report, and
 the Beam pipeline with its fallback from reuse to full ingestion together.
@@ -332,53 +334,80 @@ def ingest(pipeline: beam.Pipeline, data: str, splits: list, examples_dir: str,
     return report
 
 
+class IngestFiles(bundle_files.BundleWriter):
+    """Reads and checks each file once, writes an image's tf.Example into this bundle's file of its split
+    at once, and outputs the file's record without its bytes (the file it went to instead); the bundle's
+    files are named in the ``FILES`` output when it ends."""
+
+    def __init__(self, temp: str, level: int, splits: list, progress: Progress, **limits):
+        super().__init__(temp, level, tagged=True)
+        self.splits, self.progress, self.limits = splits, progress, limits
+
+    def process(self, item: Item):
+        record = image_records.inspect_item(item, self.splits, **self.limits)
+        if record["kind"] == "example":
+            record["file"] = self.files.example(record["split"], image_records.to_example(record))
+            del record["image_bytes"]
+        self.progress(item)
+        yield record
+
+
 def _run(pipeline: beam.Pipeline, plan: reuse.Plan, splits: list, examples_dir: str, report_dir: str,
          max_pixels: int, min_side: int, max_file_bytes: int) -> None:
     """The Beam pipeline: the full path for ``plan.fresh``, copies from the last examples for ``plan.reused``.
 
-    Few steps on purpose: each costs Beam a fixed share per run whatever the number of files (on the
-    FnApiRunner 10-30 ms), and each step an element passes through costs it a share per file."""
+    Each file is read once, and its tf.Example written as it is checked; copies (and label conflicts) are
+    found afterwards from the small records, and removed from the files they were written to
+    (``bundle_files.drop_records``), usually none. Few steps on purpose: each costs Beam a fixed share per
+    run whatever the number of files (on the FnApiRunner 10-30 ms), and each step an element passes through
+    a share per file."""
     split_names = [name for name, _ in splits]
-    fresh, temp = plan.fresh, bundle_files.temp_dir(examples_dir)
+    fresh, temp, level = plan.fresh, bundle_files.temp_dir(examples_dir), EXAMPLES_DEFLATE_LEVEL
     try:
         with pipeline as p:
             # Create spreads the files over the workers itself (its own reshuffle, for more than one).
-            inspected = p | "List" >> beam.Create(fresh) | "Inspect" >> beam.Map(
-                Progress("checked", len(fresh)).around(image_records.inspect_item), splits=splits,
-                max_pixels=max_pixels, min_side=min_side, max_bytes=max_file_bytes)
+            ingested = p | "List" >> beam.Create(fresh) | "Ingest" >> beam.ParDo(IngestFiles(
+                temp, level, splits, Progress("checked", len(fresh)), max_pixels=max_pixels, min_side=min_side,
+                max_bytes=max_file_bytes)).with_outputs(bundle_files.FILES, main="records")
+            records, files = ingested.records, [ingested[bundle_files.FILES]]
             if plan.reused:
                 # Small tuples (uri, path, label, packed entry), in the graph once (a Create without its
                 # reshuffle holds its values three times: itself, its FlatMap, its pass-through step). Not
                 # reshuffled: their work is small (no file is read), so one stage fewer.
                 reused = p | "Reused" >> beam.Impulse() | "ReusedRecords" >> beam.FlatMap(
                     reuse.reused_records, plan.reused, splits)
-                inspected = (inspected, reused) | "Flatten" >> beam.Flatten()
+                records = (records, reused) | "Flatten" >> beam.Flatten()
             # Copies and label conflicts are judged among decodable images only, by content hash.
-            dropped = beam.pvalue.AsDict(
-                inspected
-                | "ByContent" >> beam.FlatMap(image_records.content_keys)
-                | "GroupByContent" >> beam.GroupByKey()
-                | "FindDuplicates" >> beam.FlatMap(image_records.decide_duplicates))
-            written = inspected | "Finish" >> beam.Map(
-                Progress("done", len(fresh)).around(image_records.written), dropped=dropped,
-                max_bytes=max_file_bytes)
+            drops = (records
+                     | "ByContent" >> beam.FlatMap(image_records.content_keys)
+                     | "GroupByContent" >> beam.GroupByKey()
+                     | "FindDuplicates" >> beam.FlatMap(image_records.decide_duplicates))
+            dropped = beam.pvalue.AsDict(drops)
+            files.append(records
+                         | "Outcome" >> beam.Map(Progress("done", len(fresh)).around(image_records.outcome_of),
+                                                 dropped=dropped)
+                         | "WriteOutcomes" >> beam.Map(lambda line: (None, None, line))
+                         | "Lines" >> beam.ParDo(bundle_files.BundleWriter(temp, level)))
+            dropped_written = (drops
+                               | "ByFile" >> beam.FlatMap(lambda d: [(d[1][2], d[0])] if d[1][2] else [])
+                               | "GroupByFile" >> beam.GroupByKey()
+                               | "DropCopies" >> beam.Map(bundle_files.drop_records, level))
             if plan.reused:
                 keep = beam.pvalue.AsDict(reused | "Keep" >> beam.Map(reuse.keep))  # a side input, not pickled
                 # Each file of the last examples read whole by one worker, its records matched as they stream by.
-                found = (
+                files.append(
                     p
                     | "LastFiles" >> beam.Create(plan.shards, reshuffle=len(plan.shards) > _SHARDS_READ_IN_ONE)
                     | "ReadLast" >> beam.FlatMap(tfrecord_files.read_records)
                     | "Match" >> beam.FlatMap(reuse.reused_example, keep=keep, dropped=dropped)
                     | "Found" >> beam.Map(lambda f: (f[0], f[2], reuse.found_line(f)))
-                )
-                written = (written, found) | "All" >> beam.Flatten()
-            _ = (written
-                 | "Write" >> beam.ParDo(bundle_files.BundleWriter(temp, EXAMPLES_DEFLATE_LEVEL))
+                    | "WriteFound" >> beam.ParDo(bundle_files.BundleWriter(temp, level)))
+            _ = (files
+                 | "AllFiles" >> beam.Flatten()
                  | "Bundles" >> beam.GroupByKey()
-                 | "Commit" >> beam.Map(bundle_files.commit, temp, examples_dir, report_dir, split_names,
-                                        EXAMPLES_DEFLATE_LEVEL))
-        bundle_files.finish(temp, examples_dir, report_dir, split_names, EXAMPLES_DEFLATE_LEVEL)
+                 | "Commit" >> beam.Map(bundle_files.commit, temp, examples_dir, report_dir, split_names, level,
+                                        after=beam.pvalue.AsList(dropped_written)))
+        bundle_files.finish(temp, examples_dir, report_dir, split_names, level)
     except BaseException:
         bundle_files.discard(temp)
         raise

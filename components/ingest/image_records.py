@@ -113,23 +113,26 @@ def trusted_state(before: dict, after: dict, racy_ns: Optional[int] = None) -> d
     return after if before and after == before and time.time_ns() - newest >= window else {}
 
 
-def content_key(record: dict) -> tuple[str, tuple[str, str]]:
-    """(content hash, (shown path, label)) of a decodable image, to find copies."""
-    return record["sha256"], (record["path"], record["label"])
+def content_keys(record: dict) -> Iterable[tuple[str, tuple[str, str, str]]]:
+    """(content hash, (shown path, label, the file its example was written to)) of a decodable image, to
+    find copies; nothing for a quarantined file (a text file under two classes is "not an image", not a
+    conflict). A reused file's example is not written (it is copied later, unless dropped): no file."""
+    if record["kind"] == "example":
+        yield record["sha256"], (record["path"], record["label"], record.get("file", ""))
 
 
-def decide_duplicates(group: tuple[str, Iterable[tuple[str, str]]]) -> Iterable[tuple[str, tuple[str, str]]]:
-    """(shown path, (code, detail)) for each copy to drop: identical content is kept once,
+def decide_duplicates(group: tuple[str, Iterable[tuple[str, str, str]]]) -> Iterable[tuple[str, tuple[str, str, str]]]:
+    """(shown path, (code, detail, file written)) for each copy to drop: identical content is kept once,
     and the same content under two labels is a conflict, so no copy is kept."""
     _, copies = group
     copies = sorted(copies)
-    labels = sorted({label for _, label in copies})
+    labels = sorted({label for _, label, _ in copies})
     if len(labels) > 1:
-        for path, _ in copies:
-            yield path, (Reason.LABEL_CONFLICT.value, f"the same image is labelled {', '.join(labels)}")
+        for path, _, file in copies:
+            yield path, (Reason.LABEL_CONFLICT.value, f"the same image is labelled {', '.join(labels)}", file)
         return
-    for path, _ in copies[1:]:
-        yield path, (Reason.DUPLICATE.value, f"a copy of {copies[0][0]}")
+    for path, _, file in copies[1:]:
+        yield path, (Reason.DUPLICATE.value, f"a copy of {copies[0][0]}", file)
 
 
 # Signature -> (format, how a whole file of it ends); a file that starts like an
@@ -299,62 +302,25 @@ INDEX_KEYS = ("uri", "path", "label", "sha256", "width", "height")
 
 
 def inspect_item(item: Item, splits: list, max_pixels: int, min_side: int, max_bytes: int) -> dict:
-    """First pass, per file: the full check, and for an image its split. The pixels are
-    not kept: what every file's record holds until copies are found must stay small."""
-    before = _state_or_empty(item[0])  # looked at before it is read, and again after (``finish``)
+    """Per file: the full check, and for an image its split and the state to record (``trusted_state``).
+    Its bytes are those checked: the caller writes them at once and drops them (what every file's record
+    holds until copies are found must stay small). A file whose size or times differ before and after it
+    was read changed meanwhile (a copy still arriving, an editor saving): it is not ingested this time."""
+    before = _state_or_empty(item[0])
     record = inspect_image(item[0], item[1], item[2], max_pixels, min_side, max_bytes)
     if record["kind"] == "example":
-        record.update(split=split_for(record["sha256"], splits), uri=item[0], state=before)
-        del record["image_bytes"]
+        after = _state_or_empty(item[0])
+        if after != before:
+            return quarantine(item[1], item[2], Reason.CHANGED_DURING_INGESTION,
+                              "its size or times changed while it was read; rerun when it is written")
+        record.update(split=split_for(record["sha256"], splits), uri=item[0], state=trusted_state(before, after))
     return record
 
 
-def finish(record: dict, dropped: dict, max_bytes: int) -> dict:
-    """Second pass, per file: a copy (or conflict) among the decodable images is quarantined;
-    any other image is read again for its bytes, which must be the bytes checked."""
-    def changed(detail: str) -> dict:
-        return quarantine(record["path"], record["label"], Reason.CHANGED_DURING_INGESTION, detail)
-
-    if record["kind"] != "example":
-        return record
-    if record["path"] in dropped:
-        code, detail = dropped[record["path"]]
-        return quarantine(record["path"], record["label"], Reason(code), detail)
-    if record.get("reused"):  # its tf.Example is copied from the last run's examples (``reused_example``)
-        return record
-    try:
-        data = read(record["uri"], max_bytes)
-    except Exception as exc:  # noqa: BLE001 (removed or replaced by another kind of file meanwhile)
-        return changed(f"it could not be read again ({exc}); rerun")
-    if hashlib.sha256(data).hexdigest() != record["sha256"]:
-        return changed("its content differs from the content checked; rerun")
-    if record["reencoded"]:
-        with Image.open(io.BytesIO(data)) as image:
-            data = _as_png(image)
-    return {**record, "image_bytes": data, "state": trusted_state(record.get("state", {}),
-                                                                   _state_or_empty(record["uri"]))}
-
-
-def is_example(record: dict) -> bool:
-    return record["kind"] == "example"
-
-
-def content_keys(record: dict) -> Iterable[tuple[str, tuple[str, str]]]:
-    """``content_key`` of a decodable image; nothing for a quarantined file (a text file under two classes
-    is "not an image", not a conflict)."""
-    if record["kind"] == "example":
-        yield content_key(record)
-
-
-def written(record: dict, dropped: dict, max_bytes: int) -> tuple[Optional[str], Optional[bytes], str]:
-    """Second pass, per file: ``finish``, then what the writer writes of it (bundle_files.BundleWriter):
-    (split, its tf.Example) for an image to write, else (None, None); and its outcome line. A reused file's
-    example is the last run's record, copied (``reuse.reused_example``)."""
-    record = finish(record, dropped, max_bytes)
-    if record["kind"] == "example" and not record.get("reused"):
-        return record["split"], to_example(record), outcome(record)
-    return None, None, outcome(record)
-
-
-def split_index(record: dict, _count: int, split_names: list[str]) -> int:
-    return split_names.index(record["split"])
+def outcome_of(record: dict, dropped: dict) -> str:
+    """``outcome`` of a file's record once copies are known (``dropped``: shown path -> (code, detail,
+    file)): a copy, or an image with a conflicting label, is quarantined."""
+    if record["kind"] == "example" and record["path"] in dropped:
+        code, detail, _ = dropped[record["path"]]
+        record = quarantine(record["path"], record["label"], Reason(code), detail)
+    return outcome(record)

@@ -59,7 +59,7 @@ class Reason(str, enum.Enum):
     DUPLICATE = "duplicate", "the same content as another image of its class, which is kept"
     LABEL_CONFLICT = "label_conflict", "the same content under two or more labels: no copy is kept"
     CHANGED_DURING_INGESTION = ("changed_during_ingestion",
-                                "changed or vanished between its check and its write; rerun")
+                                "its size or times changed while it was read; rerun")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -88,8 +88,8 @@ def checks(max_pixels: int, min_side: int, max_file_bytes: int) -> dict:
 @dataclasses.dataclass
 class Plan:
     """Which files take the full path (``fresh``) and which are copied (``reused``: (uri, shown path,
-    label, packed entry) each, made into the records the first pass would make by ``reused_record`` in the
-    workers, without reading the file), from which examples, and why not more."""
+    label, packed entry) each, made into the records ``image_records.inspect_item`` would make by
+    ``reused_record`` in the workers, without reading the file), from which examples, and why not more."""
     fresh: list
     reused: list = dataclasses.field(default_factory=list)
     examples: Optional[str] = None  # the last run's Examples folder, as this pod reads it
@@ -189,8 +189,8 @@ def reused_records(_impulse, entries: list, splits: list) -> Iterable[dict]:
 
 
 def reused_record(reused: tuple[str, str, str, bytes], splits: list) -> dict:
-    """In the workers: the record the first pass would make of a reused file (``Plan.reused``'s entry), its
-    split recomputed under this run's splits."""
+    """In the workers: the record ``image_records.inspect_item`` would make of a reused file (``Plan.reused``'s
+    entry), without its bytes, its split recomputed under this run's splits."""
     uri, path, label, packed = reused
     sha, width, height, size, mtime_ns, ctime_ns = _ENTRY.unpack(packed)
     state = {"size": size, "mtime_ns": mtime_ns, **({"ctime_ns": ctime_ns} if ctime_ns != -1 else {})}

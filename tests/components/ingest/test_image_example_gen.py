@@ -91,7 +91,7 @@ ELSEWHERE = {
     Reason.OVER_MAX_FILE_BYTES: "test_hostile_manifest_rows_are_quarantined_unread_and_nothing_hangs",
     Reason.MISSING: "test_a_manifest_is_ingested_with_its_bad_rows_reported",
     Reason.UNREADABLE: "test_a_file_no_filesystem_can_open_is_unreadable",
-    Reason.CHANGED_DURING_INGESTION: "test_a_file_changed_between_the_two_passes_is_not_ingested_as_checked",
+    Reason.CHANGED_DURING_INGESTION: "test_a_file_that_changes_while_it_is_read_is_not_ingested",
 }
 
 

@@ -14,14 +14,23 @@ from tests.conftest import REPO
 from tests.support.images import encode, noise
 
 
-def test_a_file_changed_between_the_two_passes_is_not_ingested_as_checked(tmp_path):
+def test_a_file_that_changes_while_it_is_read_is_not_ingested(tmp_path, monkeypatch):
     path = tmp_path / "cat.png"
     path.write_bytes(encode(noise("RGB", seed=40), "PNG"))
     record = image_records.inspect_item((str(path), "cat.png", "cat"), SPLITS, 50_000, 8, 1 << 20)
-    assert record["kind"] == "example" and "image_bytes" not in record  # the first pass keeps no pixels
-    assert image_records.finish(record, {}, 1 << 20)["image_bytes"] == path.read_bytes()
-    path.write_bytes(encode(noise("RGB", seed=41), "PNG"))
-    assert image_records.finish(record, {}, 1 << 20)["code"] == Reason.CHANGED_DURING_INGESTION.value
+    assert record["kind"] == "example" and record["image_bytes"] == path.read_bytes()  # the bytes checked
+
+    checked = image_records.inspect_image
+
+    def rewritten_meanwhile(*args, **kwargs):  # a copy still arriving: the file grows after it was read
+        found = checked(*args, **kwargs)
+        with open(path, "ab") as f:
+            f.write(b"more")
+        return found
+
+    monkeypatch.setattr(image_records, "inspect_image", rewritten_meanwhile)
+    record = image_records.inspect_item((str(path), "cat.png", "cat"), SPLITS, 50_000, 8, 1 << 20)
+    assert (record["kind"], record["code"]) == ("quarantine", Reason.CHANGED_DURING_INGESTION.value), record
 
 
 def test_a_file_no_filesystem_can_open_is_unreadable():
