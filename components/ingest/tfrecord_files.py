@@ -10,7 +10,8 @@ still gzip, read by every reader of the Examples (tf.data's GZIP
 TFRecordDataset, Beam's ReadFromTFRecord, hence StatisticsGen, Transform and
 the Trainer) exactly as before, record for record and byte for byte; only the
 files are as large as their records (BMP images, stored uncompressed by their
-format, would be smaller deflated: ``level`` chooses).
+format, would be smaller deflated: ``level`` chooses). ``bundle_files.py``
+writes them, with ``GzipWriter`` and ``frame``.
 
 The records are framed as TensorFlow frames them (length, masked CRC-32C of
 the length, data, masked CRC-32C of the data), with google-crc32c, which Beam
@@ -23,8 +24,6 @@ import struct
 import zlib
 
 import google_crc32c
-from apache_beam import coders
-from apache_beam.io import filebasedsink, iobase
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -49,6 +48,8 @@ class GzipWriter:
     """A gzip stream at ``level`` over a file opened for writing; closing it closes the file."""
 
     def __init__(self, raw, level: int):
+        if not 0 <= level <= 9:
+            raise ValueError(f"deflate level {level}: zlib's levels are 0 (stored) to 9")
         self._raw = raw
         self._deflate = zlib.compressobj(level, zlib.DEFLATED, _GZIP_WBITS)
 
@@ -60,31 +61,6 @@ class GzipWriter:
     def close(self) -> None:
         self._raw.write(self._deflate.flush())
         self._raw.close()
-
-
-class _GzipTFRecordSink(filebasedsink.FileBasedSink):
-    def __init__(self, file_path_prefix: str, level: int):
-        # The files are opened uncompressed and the gzip stream is ours, at our level.
-        super().__init__(file_path_prefix, coder=coders.BytesCoder(), file_name_suffix=".gz",
-                         mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED)
-        self.level = level
-
-    def open(self, temp_path):
-        return GzipWriter(super().open(temp_path), self.level)
-
-    def write_encoded_record(self, file_handle, encoded_value):
-        head, tail = frame(encoded_value)
-        file_handle.write(head)
-        file_handle.write(encoded_value)
-        file_handle.write(tail)
-
-
-def WriteToGzipTFRecord(file_path_prefix: str, level: int = STORED) -> iobase.Write:  # noqa: N802 (a PTransform)
-    """Like ``beam.io.WriteToTFRecord(prefix, file_name_suffix=".gz", compression_type=GZIP)``:
-    the same shard names and records, deflated at ``level`` (0-9) instead of 6."""
-    if not 0 <= level <= 9:
-        raise ValueError(f"deflate level {level}: zlib's levels are 0 (stored) to 9")
-    return iobase.Write(_GzipTFRecordSink(file_path_prefix, level))
 
 
 def read_records(path: str, chunk: int = 1 << 20):

@@ -8,17 +8,20 @@ import pytest
 import tensorflow as tf
 from apache_beam.testing.util import assert_that, equal_to
 
-from components.ingest import tfrecord_files
+from components.ingest import bundle_files, tfrecord_files
 
 # Incompressible bytes, very compressible ones, an empty record and one over a deflate block (64 KiB).
 RECORDS = [os.urandom(5000), b"\0" * 20000, b"", bytes(range(256)) * 400, b"label"]
 
 
 def write(tmp_path, level=tfrecord_files.STORED) -> list[str]:
-    prefix = str(tmp_path / "Split-train" / "data_tfrecord")
+    """RECORDS into the split "train" as ingestion writes them: bundle_files' writer, then its commit."""
+    temp = bundle_files.temp_dir(str(tmp_path))
     with beam.Pipeline() as p:
-        _ = p | beam.Create(RECORDS) | tfrecord_files.WriteToGzipTFRecord(prefix, level)
-    files = sorted(tf.io.gfile.glob(prefix + "-*-of-*.gz"))
+        _ = (p | beam.Create(RECORDS) | beam.Map(lambda r: ("train", r, None))
+             | beam.ParDo(bundle_files.BundleWriter(temp, level)) | beam.GroupByKey()
+             | beam.Map(bundle_files.commit, temp, str(tmp_path), str(tmp_path / "report"), ["train"], level))
+    files = sorted(tf.io.gfile.glob(str(tmp_path / "Split-train" / "data_tfrecord-*-of-*.gz")))
     assert files, os.listdir(tmp_path / "Split-train")
     return files
 
@@ -50,7 +53,7 @@ def test_a_level_deflates_when_asked_and_a_wrong_one_is_refused(tmp_path):
     files = write(tmp_path, level=6)
     assert sum(map(os.path.getsize, files)) < sum(map(len, RECORDS)) / 2
     with pytest.raises(ValueError, match="0 \\(stored\\) to 9"):
-        tfrecord_files.WriteToGzipTFRecord(str(tmp_path / "x"), 10)
+        tfrecord_files.GzipWriter(open(tmp_path / "x", "wb"), 10)
 
 
 @pytest.mark.parametrize("level", [tfrecord_files.STORED, 6])
