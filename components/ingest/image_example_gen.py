@@ -352,6 +352,11 @@ class IngestFiles(bundle_files.BundleWriter):
         yield record
 
 
+def _outcome(record: dict, dropped: dict) -> bundle_files.Written:
+    """A file's outcome line, for the writer."""
+    return None, None, image_records.outcome_of(record, dropped)
+
+
 def _run(pipeline: beam.Pipeline, plan: reuse.Plan, splits: list, examples_dir: str, report_dir: str,
          max_pixels: int, min_side: int, max_file_bytes: int) -> None:
     """The Beam pipeline: the full path for ``plan.fresh``, copies from the last examples for ``plan.reused``.
@@ -384,10 +389,9 @@ def _run(pipeline: beam.Pipeline, plan: reuse.Plan, splits: list, examples_dir: 
                      | "FindDuplicates" >> beam.FlatMap(image_records.decide_duplicates))
             dropped = beam.pvalue.AsDict(drops)
             files.append(records
-                         | "Outcome" >> beam.Map(Progress("done", len(fresh)).around(image_records.outcome_of),
+                         | "Outcome" >> beam.Map(Progress("done", len(fresh) + len(plan.reused)).around(_outcome),
                                                  dropped=dropped)
-                         | "WriteOutcomes" >> beam.Map(lambda line: (None, None, line))
-                         | "Lines" >> beam.ParDo(bundle_files.BundleWriter(temp, level)))
+                         | "WriteOutcomes" >> beam.ParDo(bundle_files.BundleWriter(temp, level)))
             dropped_written = (drops
                                | "ByFile" >> beam.FlatMap(lambda d: [(d[1][2], d[0])] if d[1][2] else [])
                                | "GroupByFile" >> beam.GroupByKey()
