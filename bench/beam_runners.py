@@ -143,13 +143,22 @@ def records_digest(folder: str) -> dict[str, tuple[int, str]]:
 
 
 def statistics(folder: str) -> dict:
+    """Each split's statistics, every dataset's features in order of their path: TFDV lists them in the
+    order its merged accumulators met them, which depends on how the records were spread over bundles."""
+    import copy
+
     from tensorflow_data_validation.utils import stats_util
 
     found = {}
     for split in sorted(os.listdir(folder)):
         path = os.path.join(folder, split, "FeatureStats.pb")
         if os.path.exists(path):
-            found[split] = stats_util.load_stats_binary(path)
+            stats = stats_util.load_stats_binary(path)
+            for dataset in stats.datasets:
+                ordered = sorted((copy.deepcopy(f) for f in dataset.features), key=lambda f: list(f.path.step))
+                del dataset.features[:]
+                dataset.features.extend(ordered)
+            found[split] = stats
     return found
 
 

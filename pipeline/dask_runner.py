@@ -2,13 +2,13 @@
 
 ``beam.runner: dask`` names this runner (``--runner=pipeline.dask_runner.DaskRunner``). It is Beam 2.77's
 ``apache_beam.runners.dask.dask_runner.DaskRunner`` (a Beam graph translated into dask.bag operations and
-run on a distributed scheduler) with the four defects that make the stock one lose or mix data fixed here,
+run on a distributed scheduler) with the five defects that make the stock one lose or mix data fixed here,
 each measured on a LocalCluster of two worker processes (README, "Beam on Dask"):
 
 1. Only the last transform is computed (dask_runner.py:251-252, ``list(dask_visitor.bags.values())[-1]``):
-   every other branch of a pipeline that ends in more than one sink never runs. Ingestion writes three
-   splits and the outcomes; the stock runner writes one. Here every leaf is computed, in one graph, so the
-   parts they share run once.
+   every other branch of a pipeline that ends in more than one sink never runs (ingestion, when it wrote
+   three splits and the outcomes through four sinks, wrote one). Here every leaf is computed, in one graph,
+   so the parts they share run once.
 2. A multi-output ParDo's outputs are one bag (dask_runner.py:192-194 takes the producer's bag whatever the
    output's tag; transform_evaluator.py:198 keeps the tag only to drop it): after ``beam.Partition``, every
    split would get every example. Here each item keeps its tag and each consumer takes its own.
@@ -16,7 +16,10 @@ each measured on a LocalCluster of two worker processes (README, "Beam on Dask")
    ``list(self.bag)``), outside the graph. A sink's temporary directory is a side input made with a fresh
    uuid, so the bundles are written into one directory and the finalizer renames from another: WriteToText
    and WriteToTFRecord finish with empty files. Here a side input is a dependency in the graph, computed once.
-4. ``beam.io.Read`` and ``beam.Impulse`` translate to nothing (transform_evaluator.py:271-276 has no entry
+4. A bundle's outputs are taken before its DoFn's ``finish_bundle`` runs (transform_evaluator.py:198-200),
+   so what a DoFn outputs when its bundle ends is lost (ingestion's writer names its files there). Here
+   they are taken after.
+5. ``beam.io.Read`` and ``beam.Impulse`` translate to nothing (transform_evaluator.py:271-276 has no entry
    for them, so they become NoOp): a step that reads files gets no input. Here a bounded source is split
    and read in tasks; Impulse is one empty element.
 
