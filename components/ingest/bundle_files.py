@@ -3,17 +3,20 @@ outcome lines), named when the bundle ends and moved to its final name once ever
 
 Ingestion used Beam's file sinks, one per split and one for the report's outcomes. Each is a composite of
 about eight steps with side inputs, and each step costs Beam a share of its fixed cost per run: the four
-sinks were about 40 of the pipeline's 85 steps, and its fixed cost was as large as the work of 400 images on
-two cores (bench.ingestion). Here one step writes them all and two more commit them, as the sinks do:
+sinks were about 40 of the pipeline's 85 steps, and its fixed cost was as large as the work of about 400
+images on two cores (bench.ingestion). Here the steps that make the records write them, and two more commit
+them, as the sinks do:
 
-- ``BundleWriter`` writes each bundle's files into a temporary folder, opening a file only for what the
-  bundle holds, and when the bundle ends closes them and names them in its one output;
-- ``commit``, once after every bundle (a group on one key), moves the files that bundles which succeeded
-  named to the names Beam's sinks give (``Split-<name>/data_tfrecord-00000-of-00002.gz``,
-  ``outcomes/part-00000-of-00001.jsonl``), and removes the temporary folder, with whatever a failed and
-  retried bundle left there. A split that no bundle wrote gets one empty file, as from Beam's sink; when no
-  bundle ran at all, the driver calls ``commit`` itself (``finish``). A retried commit skips the moves
-  done already.
+- ``BundleFiles`` holds one bundle's files in a temporary folder, each opened when first written to.
+  ``BundleWriter`` (and ImageExampleGen's ``IngestFiles``, which writes an image's example as it checks
+  it) closes them when the bundle ends and names them in one output;
+- ``drop_records`` rewrites a file without the copies found after it was written (usually none);
+- ``commit``, once after every bundle (a group on one key) and every ``drop_records``, moves the files that
+  bundles which succeeded named to the names Beam's sinks give
+  (``Split-<name>/data_tfrecord-00000-of-00002.gz``, ``outcomes/part-00000-of-00001.jsonl``), and removes
+  the temporary folder, with whatever a failed and retried bundle left there. A split that no bundle wrote
+  gets one empty file, as from Beam's sink; when no bundle ran at all, the driver calls ``commit`` itself
+  (``finish``). A retried commit skips the moves done already.
 
 Files go through Beam's FileSystems (local paths, mounted volumes, gs://, s3://): no TensorFlow in workers.
 """
