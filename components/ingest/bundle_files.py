@@ -29,7 +29,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import window
 
-from components.ingest.tfrecord_files import GzipWriter, frame
+from components.ingest.tfrecord_files import GzipWriter
 
 SPLIT_PREFIX = "Split-"
 EXAMPLES_FILE = "data_tfrecord"  # the prefix Beam's WriteToTFRecord and TFX's ExampleGen give
@@ -66,10 +66,7 @@ class BundleFiles:
     def example(self, split: str, serialized: bytes) -> str:
         """Writes a record into the split's file; returns that file's (temporary) path."""
         path, out = self._open(SPLIT_PREFIX + split, ".gz")
-        head, tail = frame(serialized)
-        out.write(head)
-        out.write(serialized)
-        out.write(tail)
+        out.write_record(serialized)
         return path
 
     def line(self, text: str) -> None:
@@ -122,10 +119,7 @@ def drop_records(group: tuple[str, Iterable[str]], level: int) -> str:
     out = GzipWriter(FileSystems.create(kept, compression_type=CompressionTypes.UNCOMPRESSED), level)
     for record in read_records(path):
         if example_fields(record, ("source",)).get("source", b"").decode("utf-8") not in paths:
-            head, tail = frame(record)
-            out.write(head)
-            out.write(record)
-            out.write(tail)
+            out.write_record(record)
     out.close()
     FileSystems.rename([kept], [path])
     return path

@@ -11,7 +11,7 @@ TFRecordDataset, Beam's ReadFromTFRecord, hence StatisticsGen, Transform and
 the Trainer) exactly as before, record for record and byte for byte; only the
 files are as large as their records (BMP images, stored uncompressed by their
 format, would be smaller deflated: ``level`` chooses). ``bundle_files.py``
-writes them, with ``GzipWriter`` and ``frame``.
+writes them, with ``GzipWriter.write_record``.
 
 The records are framed as TensorFlow frames them (length, masked CRC-32C of
 the length, data, masked CRC-32C of the data), with google-crc32c, which Beam
@@ -57,6 +57,13 @@ class GzipWriter:
         out = self._deflate.compress(data)
         if out:
             self._raw.write(out)
+
+    def write_record(self, record: bytes) -> None:
+        """One TFRecord: ``record`` framed (``frame``)."""
+        head, tail = frame(record)
+        self.write(head)
+        self.write(record)
+        self.write(tail)
 
     def close(self) -> None:
         self._raw.write(self._deflate.flush())
