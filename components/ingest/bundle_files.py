@@ -48,6 +48,12 @@ def temp_dir(examples_dir: str) -> str:
     return FileSystems.join(examples_dir, f".writing-{uuid.uuid4().hex}")
 
 
+def _create(path: str, level: int):
+    """A new file for writing: a gzip stream at ``level`` for a ``.gz`` path, else the file itself."""
+    raw = FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)  # the gzip stream is ours
+    return GzipWriter(raw, level) if path.endswith(".gz") else raw
+
+
 class BundleFiles:
     """The files of one bundle in the temporary folder, each opened when first written to."""
 
@@ -58,9 +64,7 @@ class BundleFiles:
     def _open(self, key: str, suffix: str) -> tuple[str, object]:
         if key not in self._files:
             path = FileSystems.join(self.temp, f"{key}-{uuid.uuid4().hex}{suffix}")
-            raw = FileSystems.create(path, mime_type="application/octet-stream",
-                                     compression_type=CompressionTypes.UNCOMPRESSED)
-            self._files[key] = (path, GzipWriter(raw, self.level) if suffix == ".gz" else raw)
+            self._files[key] = (path, _create(path, self.level))
         return self._files[key]
 
     def example(self, split: str, serialized: bytes) -> str:
@@ -152,8 +156,7 @@ def commit(group: tuple[int, Iterable[list]], temp: str, examples_dir: str, repo
             FileSystems.mkdirs(folder)
         if source is None:
             if not FileSystems.exists(target):
-                raw = FileSystems.create(target, compression_type=CompressionTypes.UNCOMPRESSED)
-                (GzipWriter(raw, level) if target.endswith(".gz") else raw).close()
+                _create(target, level).close()
         elif FileSystems.exists(source):
             FileSystems.rename([source], [target])
         elif not FileSystems.exists(target):  # neither moved before (a retried commit) nor there to move
